@@ -1,0 +1,156 @@
+"""Glue between splunklib's modular-input objects and the services.
+
+A UCC input helper module calls `validate(...)` and `run_inputs(...)`; everything
+splunkd-specific (metadata, settings, secrets, KV store, EventWriter, logging,
+stop signals) is set up here so that the service gets a plain `InputRun`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Callable, Optional
+
+from solnlib import log
+from splunklib import modularinput as smi
+
+from mailsec.adapters import config
+from mailsec.adapters.kvstore import KVStoreCheckpointStore, checkpoint_collection
+from mailsec.adapters.logs import input_logger
+from mailsec.adapters.splunkd import Splunkd
+from mailsec.core.events import Event
+from mailsec.core.params import ConfigError
+from mailsec.core.runtime import InputRun
+
+
+class SplunkEventSink:
+    """Writes events to splunkd's stream; `write` returns once they are flushed."""
+
+    def __init__(
+        self,
+        writer: smi.EventWriter,
+        logger: logging.Logger,
+        full_name: str,
+        default_index: Optional[str],
+        account: Optional[str] = None,
+    ) -> None:
+        self._writer = writer
+        self._logger = logger
+        self._full_name = full_name
+        self._default_index = default_index
+        self._account = account
+        self.total = 0
+
+    def write(self, events: Iterable[Event]) -> int:
+        per_target: Counter = Counter()
+        for event in events:
+            index = event.index or self._default_index
+            self._writer.write_event(
+                smi.Event(
+                    data=event.to_json(),
+                    time=f"{event.time:.3f}",
+                    index=index,
+                    sourcetype=event.sourcetype,
+                    source=event.source or self._full_name,
+                    host=event.host,
+                    done=True,
+                    unbroken=True,
+                )
+            )
+            per_target[(event.sourcetype, index)] += 1
+        # splunklib flushes after every event; this makes "written and flushed"
+        # explicit for the checkpoint that follows.
+        self._writer._out.flush()
+        written = 0
+        for (sourcetype, index), count in per_target.items():
+            log.events_ingested(
+                self._logger, self._full_name, sourcetype, count, index or "default",
+                account=self._account,
+            )  # fmt: skip
+            written += count
+        self.total += written
+        return written
+
+
+def install_stop_triggers(stop: threading.Event, poll_seconds: float = 2.0) -> None:
+    """Set `stop` on SIGTERM/SIGINT, or when the parent splunkd process goes away.
+
+    splunklib reads stdin to its end before stream_events, so a closed stdin cannot
+    tell us splunkd stopped; a change of parent process can.
+    """
+
+    def on_signal(signum, _frame) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    parent = os.getppid()
+
+    def watch_parent() -> None:
+        while not stop.wait(poll_seconds):
+            if os.getppid() != parent:
+                stop.set()
+
+    threading.Thread(target=watch_parent, name="parent-watch", daemon=True).start()
+
+
+def validate(definition: smi.ValidationDefinition, parse: Callable[[Mapping], object]) -> None:
+    """Run a service's parameter parser; splunklib shows the error text to the user."""
+    try:
+        parse(definition.parameters)
+    except ConfigError as error:
+        raise ValueError(str(error)) from None
+
+
+def run_inputs(
+    input_type: str,
+    inputs: smi.InputDefinition,
+    writer: smi.EventWriter,
+    service: Callable[[InputRun], None],
+    *,
+    account_field: str = "account",
+) -> None:
+    splunkd = Splunkd(inputs.metadata["server_uri"], inputs.metadata["session_key"])
+    stop = threading.Event()
+    install_stop_triggers(stop)
+    settings = config.load_settings(splunkd)
+    level = config.log_level_from_settings(settings)
+    for stanza, params in inputs.inputs.items():
+        name = stanza.split("://", 1)[-1]
+        logger = input_logger(input_type, name, level)
+        log.modular_input_start(logger, name)
+        try:
+            run = InputRun(
+                input_type=input_type,
+                name=name,
+                params=params,
+                logger=logger,
+                sink=SplunkEventSink(
+                    writer, logger, stanza, params.get("index"), params.get(account_field)
+                ),
+                checkpoints=KVStoreCheckpointStore(splunkd, checkpoint_collection(input_type)),
+                load_account=lambda tab, account: config.load_account(splunkd, tab, account),
+                open_store=lambda collection: KVStoreCheckpointStore(splunkd, collection),
+                input_secrets=lambda name=name: config.load_input_secrets(
+                    splunkd, input_type, name
+                ),
+                proxy=config.proxy_from_settings(settings),
+                stop=stop,
+                index=params.get("index"),
+                host=params.get("host"),
+            )
+            service(run)
+            # the health dashboard's "last successful run" reads this line
+            log.log_event(logger, {"action": "run_succeeded", "modular_input_name": stanza})
+        except ConfigError as error:
+            logger.error("Configuration error in %s: %s", stanza, error)
+        except Exception as error:
+            log.log_exception(logger, error, "IngestionError", msg_before=f"{stanza} failed: ")
+        finally:
+            log.modular_input_end(logger, name)
+        if stop.is_set():
+            break

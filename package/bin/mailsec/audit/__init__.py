@@ -1,0 +1,1 @@
+"""Google Workspace Email Audit API mailbox export watcher (SPEC section 5)."""

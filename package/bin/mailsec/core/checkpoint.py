@@ -1,0 +1,38 @@
+"""Checkpoint stores: a key -> JSON-serialisable state mapping.
+
+Services depend on this protocol only; the KV-store implementation lives in
+`mailsec.adapters.kvstore`.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Optional, Protocol
+
+
+class CheckpointStore(Protocol):
+    def get(self, key: str) -> Optional[Any]: ...
+
+    def save(self, key: str, state: Any) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+class MemoryCheckpointStore:
+    """In-memory store for service tests; copies like a real store (no aliasing)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+        self.saves = 0
+
+    def get(self, key: str) -> Optional[Any]:
+        return copy.deepcopy(self.data.get(key))
+
+    def save(self, key: str, state: Any) -> None:
+        json.dumps(state)  # a real store holds JSON: refuse what it could not hold
+        self.data[key] = copy.deepcopy(state)
+        self.saves += 1
+
+    def delete(self, key: str) -> None:
+        self.data.pop(key, None)

@@ -1,0 +1,91 @@
+"""Events as the add-on writes them: one JSON object per event with an explicit time.
+
+The first key of every event is `time` (canonical ISO 8601 UTC) so that props.conf
+can extract it the same way whether the event arrives through a modular input or is
+re-ingested by other means; the modular input also passes the epoch time explicitly.
+`event_id` is a hash of the event's natural key and revision: a unit re-emitted after
+a crash carries the same id and `dedup event_id` removes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Protocol
+
+from mailsec.core.timeutil import Instant, iso_z, to_epoch
+
+
+@dataclass(frozen=True)
+class Event:
+    time: float
+    sourcetype: str
+    data: Mapping[str, Any]
+    index: Optional[str] = None
+    source: Optional[str] = None
+    host: Optional[str] = None
+
+    def to_json(self) -> str:
+        return json.dumps(self.data, ensure_ascii=False, separators=(",", ":"), default=str)
+
+    @property
+    def event_id(self) -> str:
+        return self.data["event_id"]
+
+
+def event_id(sourcetype: str, natural_key: Sequence[Any], revision: Any = None) -> str:
+    material = json.dumps(
+        [sourcetype, list(natural_key), revision],
+        ensure_ascii=False,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+
+
+def build_event(
+    sourcetype: str,
+    when: Instant,
+    fields: Mapping[str, Any],
+    natural_key: Sequence[Any],
+    *,
+    revision: Any = None,
+    index: Optional[str] = None,
+    source: Optional[str] = None,
+    host: Optional[str] = None,
+) -> Event:
+    data = {"time": iso_z(when)}
+    data.update(fields)
+    data["event_id"] = event_id(sourcetype, natural_key, revision)
+    return Event(
+        time=round(to_epoch(when), 6),
+        sourcetype=sourcetype,
+        data=data,
+        index=index,
+        source=source,
+        host=host,
+    )
+
+
+class EventSink(Protocol):
+    """Where a service writes events.
+
+    `write` returns only when the events are written and flushed, so a checkpoint
+    saved after it covers only what is durable (at-least-once).
+    """
+
+    def write(self, events: Iterable[Event]) -> int: ...
+
+
+class ListSink:
+    """An in-memory sink for service-level tests and benchmarks."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def write(self, events: Iterable[Event]) -> int:
+        batch = list(events)
+        self.events.extend(batch)
+        return len(batch)

@@ -1,0 +1,1 @@
+"""Release Manager mail alert action (SPEC section 6)."""

@@ -1,0 +1,1 @@
+"""Apigee Sense webhook receiver (SPEC section 4)."""

@@ -1,0 +1,1 @@
+"""Proofpoint Secure Email Relay report poller (SPEC section 3)."""

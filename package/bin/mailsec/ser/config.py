@@ -1,0 +1,73 @@
+"""Parameters of the `ser_report` input and of a `ser_account`."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Optional
+
+from mailsec.core import params as p
+
+PARAMETERS = (
+    "account",
+    "interval",
+    "index",
+    "start_date",
+    "window",
+    "settle_minutes",
+    "revisit_days",
+    "max_requests_per_minute",
+)
+WINDOWS = ("5m", "15m", "1h", "1d")
+VENDOR_REQUESTS_PER_MINUTE = 1000
+
+
+@dataclass(frozen=True)
+class SerInputConfig:
+    account: str
+    start_date: Optional[datetime]
+    window: timedelta
+    settle: timedelta
+    revisit_days: int
+    max_requests_per_minute: int
+    index: Optional[str] = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Optional[str]]) -> SerInputConfig:
+        return cls(
+            account=p.required(params, "account"),
+            start_date=p.instant(params, "start_date"),
+            window=p.duration(params, "window", "1h", allowed=WINDOWS),
+            settle=timedelta(
+                minutes=p.integer(params, "settle_minutes", 10, minimum=0, maximum=1440)
+            ),
+            revisit_days=p.integer(params, "revisit_days", 7, minimum=0, maximum=7),
+            max_requests_per_minute=p.integer(
+                params,
+                "max_requests_per_minute",
+                900,
+                minimum=1,
+                maximum=VENDOR_REQUESTS_PER_MINUTE,
+            ),
+            index=p.text(params, "index"),
+        )
+
+
+@dataclass(frozen=True)
+class SerAccount:
+    client_id: str
+    client_secret: str = field(repr=False)
+    auth_url: str = "https://auth.proofpoint.com/v1/token"
+    api_url: str = "https://ser-api.proofpoint.com"
+    ca_bundle: Optional[str] = None
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Optional[str]]) -> SerAccount:
+        return cls(
+            client_id=p.required(fields, "client_id"),
+            client_secret=p.required(fields, "client_secret"),
+            auth_url=p.https_url(fields, "auth_url", cls.auth_url),
+            api_url=p.https_url(fields, "api_url", cls.api_url).rstrip("/"),
+            ca_bundle=p.text(fields, "ca_bundle"),
+        )
