@@ -270,6 +270,7 @@ def test_parse_stream_complete_partial_and_empty() -> None:
         (b"<stream>" + EV + b"</stream><stream>" + EV, "malformed XML|after </stream>"),
         (b"<stream><event><data>x</data><extra/></event></stream>", "<extra> inside <event>"),
         (b"<stream><event><time>x</time><data>x</data></event></stream>", "not epoch seconds"),
+        (b"<stream><event><time>1e9</time><data>x</data></event></stream>", "not epoch seconds"),
         (b"<stream><event><time>1</time></event></stream>", "without <data>"),
         (b"<stream><event><data>a\x01b</data></event></stream>", "malformed XML"),
         (b"<stream>" + EV + b"junk", "cut after non-event bytes"),
