@@ -2,6 +2,7 @@
 so a new input with an old name starts clean."""
 
 import import_declare_test  # noqa: F401  (puts ../lib on sys.path)
+
 from solnlib import log
 from splunktaucclib.rest_handler.admin_external import AdminExternalHandler
 

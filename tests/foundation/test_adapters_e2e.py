@@ -6,13 +6,11 @@ for the monitoring dashboard, and leaks no secret."""
 from __future__ import annotations
 
 import hashlib
-import shutil
 import textwrap
 
 import pytest
 
 from harness import modinput
-from harness.splunk_home import install_app
 
 PROBE = textwrap.dedent(
     '''
@@ -61,11 +59,10 @@ INPUT_SECRET = "input-api-key-value-123456"
 
 
 @pytest.fixture
-def probe_app(built_app, splunk_home):
-    app = install_app(built_app, splunk_home)
-    (app / "bin" / "probe.py").write_text(PROBE)
-    yield app / "bin" / "probe.py"
-    shutil.rmtree(app, ignore_errors=True)
+def probe_app(installed_app):
+    script = installed_app / "bin" / "probe.py"
+    script.write_text(PROBE)
+    return script
 
 
 def test_input_reads_encrypted_fields_writes_stream_and_checkpoints(
@@ -74,11 +71,16 @@ def test_input_reads_encrypted_fields_writes_stream_and_checkpoints(
     secret_scan.add(SECRET)
     secret_scan.add(INPUT_SECRET)
     splunkd.add_account(
-        "ser_account", "acct1", {"client_id": "cid-42", "client_secret": SECRET}, encrypted={"client_secret"}
+        "ser_account",
+        "acct1",
+        {"client_id": "cid-42", "client_secret": SECRET},
+        encrypted={"client_secret"},
     )
     splunkd.add_input_secrets("probe", "p1", {"api_key_value": INPUT_SECRET})
     stanzas = {"probe://p1": {"account": "acct1", "index": "mail"}}
-    kwargs = dict(server_uri=splunkd.server_uri, session_key=splunkd.session_key, splunk_home=splunk_home)
+    kwargs = dict(
+        server_uri=splunkd.server_uri, session_key=splunkd.session_key, splunk_home=splunk_home
+    )
 
     first = modinput.run(probe_app, stanzas, **kwargs)
     second = modinput.run(probe_app, stanzas, **kwargs)
@@ -111,7 +113,6 @@ def test_a_missing_account_is_a_logged_configuration_error_not_a_crash(
         {"probe://p2": {"account": "nope"}},
         server_uri=splunkd.server_uri,
         session_key=splunkd.session_key,
-        splunk_home=splunk_home,
     )
     assert result.events == []
     log = (splunk_home / "var" / "log" / "splunk" / "ta_mailsec_probe_p2.log").read_text()
@@ -122,9 +123,8 @@ def test_removing_an_input_deletes_its_checkpoint(splunkd, monkeypatch):
     """What the inputs' REST handler does inside splunkd before UCC removes the input."""
     import logging
 
-    from mailsec.adapters.kvstore import delete_checkpoint_on_input_removal
+    from mailsec.adapters.kvstore import KVStoreCheckpointStore, delete_checkpoint_on_input_removal
     from mailsec.adapters.splunkd import Splunkd
-    from mailsec.adapters.kvstore import KVStoreCheckpointStore
 
     monkeypatch.setenv("SPLUNKD_URI", splunkd.server_uri)
     store = KVStoreCheckpointStore(

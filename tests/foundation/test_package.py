@@ -38,8 +38,8 @@ def conf(path) -> configparser.RawConfigParser:
 
 
 @pytest.mark.parametrize("input_type", sorted(SPEC_PARAMETERS))
-def test_scheme_lists_exactly_the_spec_parameters(built_app, splunk_home, input_type):
-    scheme = modinput.scheme(built_app / "bin" / f"{input_type}.py", splunk_home=splunk_home)
+def test_scheme_lists_exactly_the_spec_parameters(installed_app, input_type):
+    scheme = modinput.scheme(installed_app / "bin" / f"{input_type}.py")
     names = set(scheme.arg_names()) - {"name"} - SPLUNKD_OWNED.get(input_type, set())
     assert names == SPEC_PARAMETERS[input_type]
     assert scheme.use_external_validation
@@ -63,15 +63,14 @@ def test_scheme_lists_exactly_the_spec_parameters(built_app, splunk_home, input_
     ],
 )  # fmt: skip
 def test_validation_refuses_bad_values_naming_the_field(
-    built_app, splunk_home, splunkd, input_type, params, field
+    installed_app, splunkd, input_type, params, field
 ):
     result = modinput.validate(
-        built_app / "bin" / f"{input_type}.py",
+        installed_app / "bin" / f"{input_type}.py",
         f"{input_type}://probe",
         params,
         server_uri=splunkd.server_uri,
         session_key=splunkd.session_key,
-        splunk_home=splunk_home,
     )
     assert not result.ok
     assert result.message and result.message.startswith(f"{field}:"), result.message
@@ -85,14 +84,13 @@ def test_validation_refuses_bad_values_naming_the_field(
         ("audit_export", {"account": "g", "users": "alice,bob", "export_every": "12h"}),
     ],
 )  # fmt: skip
-def test_validation_accepts_good_values(built_app, splunk_home, splunkd, input_type, params):
+def test_validation_accepts_good_values(installed_app, splunkd, input_type, params):
     result = modinput.validate(
-        built_app / "bin" / f"{input_type}.py",
+        installed_app / "bin" / f"{input_type}.py",
         f"{input_type}://probe",
         params,
         server_uri=splunkd.server_uri,
         session_key=splunkd.session_key,
-        splunk_home=splunk_home,
     )
     assert result.ok, result.message
 
@@ -104,7 +102,11 @@ def test_every_script_declares_python3_and_python_required(built_app):
         ("alert_actions.conf", conf(default / "alert_actions.conf")),
         ("restmap.conf", conf(default / "restmap.conf")),
     ):
-        stanzas = [s for s in parser.sections() if name != "restmap.conf" or s.startswith("admin_external:")]
+        stanzas = [
+            s
+            for s in parser.sections()
+            if name != "restmap.conf" or s.startswith("admin_external:")
+        ]
         assert stanzas, name
         for stanza in stanzas:
             assert parser.get(stanza, "python.version") == "python3", (name, stanza)
@@ -121,7 +123,9 @@ def test_app_identity_and_label(built_app):
 
 
 def test_secret_fields_are_encrypted_in_the_ui_definition(built_app):
-    config = json.loads((built_app / "appserver" / "static" / "js" / "build" / "globalConfig.json").read_text())
+    config = json.loads(
+        (built_app / "appserver" / "static" / "js" / "build" / "globalConfig.json").read_text()
+    )
     secret_fields = {
         "client_secret", "service_account_json", "pgp_private_key", "pgp_passphrase",
         "client_certificate", "certificate_password", "api_key_value", "proxy_password",
@@ -137,14 +141,28 @@ def test_secret_fields_are_encrypted_in_the_ui_definition(built_app):
 
 
 def test_listener_is_hidden_on_splunk_cloud(built_app):
-    config = json.loads((built_app / "appserver" / "static" / "js" / "build" / "globalConfig.json").read_text())
+    config = json.loads(
+        (built_app / "appserver" / "static" / "js" / "build" / "globalConfig.json").read_text()
+    )
     services = {s["name"]: s for s in config["pages"]["inputs"]["services"]}
     assert services["sense_listener"].get("hideForPlatform") == "cloud"
     assert "hideForPlatform" not in services["ser_report"]
 
 
 def test_no_library_removed_in_python_313_is_imported(built_app):
-    removed = {"uu", "cgi", "cgitb", "imghdr", "telnetlib", "pipes", "crypt", "nntplib", "asynchat", "asyncore", "smtpd"}
+    removed = {
+        "uu",
+        "cgi",
+        "cgitb",
+        "imghdr",
+        "telnetlib",
+        "pipes",
+        "crypt",
+        "nntplib",
+        "asynchat",
+        "asyncore",
+        "smtpd",
+    }
     pattern = re.compile(r"^\s*(?:import|from)\s+([A-Za-z_][\w]*)", re.MULTILINE)
     for path in (built_app / "bin").rglob("*.py"):
         used = set(pattern.findall(path.read_text()))

@@ -15,6 +15,7 @@ import threading
 import time
 
 import import_declare_test  # noqa: F401  (puts ../lib on sys.path)
+
 from splunklib import modularinput as smi
 
 STOP = threading.Event()
