@@ -5,22 +5,20 @@ small part of its management API that the add-on reaches through splunklib
 (splunk-sdk 2.1.1) and solnlib 7.0.0, answering with the same shapes splunkd
 answers with, so that those libraries run unchanged against it:
 
-=====================================================  ===========================
-endpoint (under ``/services/`` or
-``/servicesNS/<owner>/<app>/``)                         used by
-=====================================================  ===========================
-``properties``, ``properties/<conf>[/<stanza>]``        ``ConfManager.get_conf``
-                                                        (404 = missing conf file)
-``configs/conf-<conf>[/<stanza>]``                      ``ConfFile.get/get_all/
-                                                        update/delete``
-``storage/passwords[/<realm>:<user>:]``                 ``CredentialManager``,
-                                                        ConfManager decryption
-``storage/collections/config[/<name>]``                 ``KVStoreCheckpointer``
-                                                        (``service.kvstore``)
-``storage/collections/data/<name>[/<key>|/batch_save]`` ``KVStoreCheckpointer``
-``server/info``                                         ``service.info``
-``/services/auth/login``                                ``client.connect(username=)``
-=====================================================  ===========================
+endpoints (each under ``/services/`` and ``/servicesNS/<owner>/<app>/``):
+
+* ``properties``, ``properties/<conf>[/<stanza>[/<key>]]``: solnlib's
+  ``ConfManager.get_conf`` asks ``properties/<conf>`` (404 = no such conf file).
+* ``configs/conf-<conf>[/<stanza>]``: list, read, create (``name=``), update,
+  delete; ``ConfFile.get/get_all/update/delete``, ``service.confs``.
+* ``storage/passwords[/<realm>:<user>:]``: ``CredentialManager`` and the
+  decryption of ``******`` fields in ``ConfFile.get``.
+* ``storage/collections/config[/<name>]``: ``service.kvstore``, which
+  ``KVStoreCheckpointer`` uses to find or create its collection.
+* ``storage/collections/data/<name>[/<key>|/batch_save|/batch_find]``: the
+  records (``KVStoreCheckpointer`` get/update/batch_update/delete).
+* ``server/info`` (``service.info``, ``service.splunk_version``) and
+  ``/services/auth/login`` (``client.connect(username=..., password=...)``).
 
 Formats, as splunkd: Atom XML (``<feed>``/``<entry>``/``<s:dict>``) unless the
 request says ``output_mode=json``; KV-store *data* is always JSON; errors are
@@ -85,7 +83,10 @@ from splunklib import client
 from .certs import TestCA, TLSHTTPServer, server_ssl_context
 
 __all__ = [
+    "CRED_END_MARK",
+    "CRED_SEP",
     "ENCRYPTED_PLACEHOLDER",
+    "KV_BATCH_SAVE_LIMIT",
     "RequestRecord",
     "SplunkdStandIn",
     "SplunkdState",
@@ -750,6 +751,8 @@ class SplunkdStandIn:
                 if rule.method and rule.method != req.method:
                     continue
                 rule.remaining -= 1
+                if rule.remaining <= 0:
+                    self._fail_rules.remove(rule)  # safe: the loop ends here
                 message = rule.message or self._default_failure_message(decoded_rel, rule.status)
                 raise _HTTPError(rule.status, message)
 
