@@ -26,8 +26,9 @@ SPEC_PARAMETERS = {
         "include_body", "body_max_bytes", "index",
     },
 }  # fmt: skip
-# sense_listener is long-running: splunkd's own `interval` may be added for restarts.
-SPLUNKD_OWNED = {"sense_listener": {"interval"}}
+# inputs.conf settings that splunkd itself reads for every input: UCC (rightly) keeps
+# them out of the script's scheme, and the input form declares them.
+SPLUNKD_SETTINGS = {"interval", "index"}
 
 
 def conf(path) -> configparser.RawConfigParser:
@@ -40,10 +41,19 @@ def conf(path) -> configparser.RawConfigParser:
 @pytest.mark.parametrize("input_type", sorted(SPEC_PARAMETERS))
 def test_scheme_lists_exactly_the_spec_parameters(installed_app, input_type):
     scheme = modinput.scheme(installed_app / "bin" / f"{input_type}.py")
-    names = set(scheme.arg_names()) - {"name"} - SPLUNKD_OWNED.get(input_type, set())
-    assert names == SPEC_PARAMETERS[input_type]
+    assert set(scheme.arg_names) - {"name"} == SPEC_PARAMETERS[input_type] - SPLUNKD_SETTINGS
     assert scheme.use_external_validation
     assert not scheme.use_single_instance
+
+
+@pytest.mark.parametrize("input_type", sorted(SPEC_PARAMETERS))
+def test_input_form_declares_exactly_the_spec_parameters(built_app, input_type):
+    config = json.loads((built_app / "appserver/static/js/build/globalConfig.json").read_text())
+    service = next(s for s in config["pages"]["inputs"]["services"] if s["name"] == input_type)
+    fields = {entity["field"] for entity in service["entity"]} - {"name"}
+    # a long-running listener may carry splunkd's `interval` (restart on exit)
+    extra = {"interval"} if input_type == "sense_listener" else set()
+    assert fields - extra == SPEC_PARAMETERS[input_type]
 
 
 @pytest.mark.parametrize(
