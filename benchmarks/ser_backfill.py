@@ -22,13 +22,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "package" / "bin"), str(ROOT / "tests")]
 
+from ser.simulator import SUMMARY_PATH, RealClock, SerSimulator  # noqa: E402
+
 from harness.certs import TestCA  # noqa: E402
 from mailsec.core.checkpoint import MemoryCheckpointStore  # noqa: E402
 from mailsec.core.events import ListSink  # noqa: E402
 from mailsec.core.runtime import InputRun  # noqa: E402
 from mailsec.core.timeutil import iso_z  # noqa: E402
 from mailsec.ser import service  # noqa: E402
-from ser.simulator import SUMMARY_PATH, RealClock, SerSimulator  # noqa: E402
 
 HOUR = 3600
 SETTLE = 600
