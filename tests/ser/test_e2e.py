@@ -61,8 +61,11 @@ def summaries(events) -> list[dict]:
     return [e.json() for e in events if e.sourcetype == "proofpoint:ser:summary"]
 
 
-def test_three_day_backfill_through_the_runner_is_exact(setup, live_sim, splunkd, splunk_home):
+def test_three_day_backfill_through_the_runner_is_exact(
+    setup, live_sim, splunkd, splunk_home, secret_scan
+):
     result = modinput.run(setup["script"], setup["stanzas"], timeout=120, **setup["kwargs"])
+    secret_scan.watch("ser_report run", result)  # events, stderr; the logs are watched too
     result.assert_clean_exit()
     records = summaries(result.events)
     seen = {}
