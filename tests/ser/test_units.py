@@ -47,8 +47,7 @@ def test_decode_answer_refuses_garbage():
 
 def test_windows_are_aligned_and_consecutive():
     start = w.align_down(1718020800 + 1234, 3600)
-    got = list(w.windows_between(start, start + 3 * 3600 + 5, 3600))
-    assert got == [(start + i * 3600, start + (i + 1) * 3600) for i in range(3)]
+    assert w.window_after(start, 3600) == (start, start + 3600)
     assert w.count_windows(start, start + 3 * 3600 + 5, 3600) == 3
     assert w.count_windows(start, start + 10, 3600) == 0
     # after `window` changed to 1d, the walk goes on from the checkpoint to the day boundary

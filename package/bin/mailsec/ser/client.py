@@ -159,8 +159,8 @@ class SerClient:
             response.close()
             self._token = None
             response = self._get(url, params)
-        what = f"summary {params.get('startTimeStamp', 'license_start')}" + (
-            f" to {params.get('endTimeStamp', 'now')}"
+        what = "summary {} to {}".format(
+            params.get("startTimeStamp", "license_start"), params.get("endTimeStamp", "now")
         )
         if response.status_code != 200:
             raise SerApiError(what, response.status_code, vendor_message(response))

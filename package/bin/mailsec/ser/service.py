@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import requests
@@ -73,7 +73,6 @@ class CycleStats:
     revised_windows: int = 0
     bad_records: int = 0
     stopped: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 class SerPoller:

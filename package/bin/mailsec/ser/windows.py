@@ -6,7 +6,6 @@ a UTC day, and every boundary is a whole second.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Optional
 
 HOUR = 3600
@@ -29,17 +28,6 @@ def window_after(start: int, size: int) -> tuple[int, int]:
     on from the checkpoint with no gap and no overlap.
     """
     return start, align_down(start, size) + size
-
-
-def windows_between(start: int, until: float, size: int) -> Iterator[tuple[int, int]]:
-    """Consecutive windows from `start` whose end is at or before `until`."""
-    begin = start
-    while True:
-        window = window_after(begin, size)
-        if window[1] > until:
-            return
-        yield window
-        begin = window[1]
 
 
 def count_windows(start: int, until: float, size: int) -> int:
