@@ -168,7 +168,10 @@ class _Handler(BaseHTTPRequestHandler):
             sim._released.wait(timeout=30)
             return
         if failure == "reset_after_request":
+            self.rfile.close()  # the file objects hold the socket open: close them first
+            self.wfile.close()
             _reset(self.connection)
+            self.close_connection = True
             return
         if failure == "not_json":
             self._answer(502, b"<html><body>Bad gateway</body></html>", "text/html")
@@ -309,9 +312,7 @@ class RmSimulator:
         if host != for_ip[0].server_hostname or host not in registry.organisations.get(
             owner.organisation, set()
         ):
-            return (
-                "HAS_PERMISSION_HAS_WHITELIST_MATCH_NAME_MATCH_IP_UNIQUE_BUT_SERVERHOSTNAME_MISMATCH"
-            )
+            return "HAS_PERMISSION_HAS_WHITELIST_MATCH_NAME_MATCH_IP_UNIQUE_BUT_SERVERHOSTNAME_MISMATCH"
         recipients = mail.get("toAddresses")
         if not isinstance(recipients, list) or not recipients:
             return "RECIPIENTS_ADDRESS_MISS_AT_SIGN"

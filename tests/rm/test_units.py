@@ -8,6 +8,7 @@ import datetime
 import gzip
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -166,7 +167,7 @@ def test_pem_files_are_private_and_removed_even_on_error(client_cert, private_tm
         assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
         assert stat.S_IMODE(os.stat(chain).st_mode) == 0o600
         assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
-        assert open(key, "rb").read() == cert.key_pem
+        assert Path(key).read_bytes() == cert.key_pem
         raise RuntimeError("boom")
     assert not os.path.exists(folder)
     assert list(private_tmpdir.iterdir()) == []

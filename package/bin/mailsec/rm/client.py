@@ -15,6 +15,7 @@ import base64
 import http.client
 import json
 import random
+import select
 import socket
 import ssl
 import time
@@ -25,6 +26,7 @@ from urllib.parse import quote
 MAX_ATTEMPTS = 3  # as NO_REPEAT_AFTER_SEND
 BACKOFF_BASE = 1.0
 MAX_ANSWER_BYTES = 65536
+VERDICT_WAIT = 0.1  # seconds a TLS 1.3 server has to accept or refuse our certificate
 USER_AGENT = "TA_mailsec/1.0"
 
 
@@ -77,10 +79,29 @@ def split_host(hostname: str) -> tuple[str, int]:
 
 
 def _is_alert(error: ssl.SSLError) -> bool:
-    # A TLS 1.3 server rejects a client certificate after the client's side of the
-    # handshake is done: the alert arrives with the first read, before any request
-    # reached the application.
     return "ALERT" in str(error).upper()
+
+
+def await_certificate_verdict(sock: ssl.SSLSocket, wait: float = VERDICT_WAIT) -> None:
+    """Raise if a TLS 1.3 server refuses the client certificate.
+
+    In TLS 1.3 the client's side of the handshake ends before the server has
+    checked the client certificate; its verdict (session tickets, or an alert and a
+    closed connection) follows one round trip later. Waiting for it before sending
+    tells "RM refused the certificate, no mail sent" apart from "the connection was
+    lost after the mail was sent", which must not be retried.
+    """
+    if sock.version() != "TLSv1.3" or not select.select([sock], [], [], wait)[0]:
+        return
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        if sock.recv(1) == b"":
+            raise ConnectionResetError("the server closed the connection after the handshake")
+    except ssl.SSLWantReadError:
+        pass  # only session tickets: the certificate was accepted
+    finally:
+        sock.settimeout(timeout)
 
 
 class RmClient:
@@ -157,11 +178,15 @@ class RmClient:
             began = self._clock()
             try:
                 connection.connect()
+                await_certificate_verdict(connection.sock)
             except ssl.SSLCertVerificationError as error:
                 # not retried: a certificate that does not verify will not verify later
                 result.code, result.detail = "TLS_HANDSHAKE_FAILED", _reason(error)
                 return
             except ssl.SSLError as error:
+                if _is_alert(error):  # RM refused our certificate: it will again
+                    result.code, result.detail = "TLS_HANDSHAKE_FAILED", _reason(error)
+                    return
                 raise _Retryable("TLS_HANDSHAKE_FAILED", _reason(error)) from None
             except (OSError, http.client.HTTPException) as error:
                 raise _Retryable("CONNECTION_FAILED", _reason(error)) from None
@@ -183,12 +208,6 @@ class RmClient:
                 result.sent = True
                 response = connection.getresponse()
                 answer = _read_capped(response, deadline, self._clock)
-            except ssl.SSLError as error:
-                if _is_alert(error):
-                    result.code, result.detail = "TLS_HANDSHAKE_FAILED", _reason(error)
-                    return
-                result.code, result.detail = "NO_ANSWER", _reason(error)
-                return
             except (OSError, http.client.HTTPException) as error:
                 result.code, result.detail = "NO_ANSWER", _reason(error)
                 return
