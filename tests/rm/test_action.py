@@ -26,7 +26,7 @@ def assert_reported(run, code):
     """The code, its explanation and its measure are in the event and the log."""
     info = codes.describe(code)
     event = run.event
-    assert EVENT_FIELDS <= set(event)
+    assert set(event) >= EVENT_FIELDS
     assert (event["code"], event["range"]) == (code, info.range)
     assert event["explanation"] == info.explanation
     assert event["action_to_take"] == info.action_to_take
