@@ -24,21 +24,19 @@ def main(argv, stdin):
     import import_declare_test  # noqa: F401  (puts ../lib first on sys.path)
 
     from mailsec.adapters.alert import splunk_home
-    from mailsec.adapters.lean_config import LeanSplunkd, load_account, load_settings
-    from mailsec.adapters.splunkd import Splunkd
-    from mailsec.rm.action import Runtime, run
+    from mailsec.rm.action import Runtime, run_payload
 
     runtime = Runtime(splunk_home=splunk_home(__file__))
     runtime.timings["imports_ms"] = round((time.perf_counter() - STARTED) * 1000)
     try:
         payload = json.loads(stdin.read())
-        splunkd = LeanSplunkd(Splunkd(payload["server_uri"], payload["session_key"]))
-    except (ValueError, KeyError, TypeError) as error:
+        missing = [key for key in ("server_uri", "session_key") if not payload.get(key)]
+        if missing:
+            raise KeyError(", ".join(missing))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         sys.stderr.write(f"ERROR the alert payload on stdin is not usable: {error!r}\n")
         return 1
-    runtime.load_account = lambda tab, name: load_account(splunkd, tab, name)
-    runtime.load_settings = lambda: load_settings(splunkd)
-    return run(payload, runtime)
+    return run_payload(payload, runtime)
 
 
 if __name__ == "__main__":

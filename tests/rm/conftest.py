@@ -14,7 +14,7 @@ import pytest
 
 from harness.certs import TestCA
 from mailsec.rm import action
-from mailsec.rm.pkcs12 import TEMP_PREFIX
+from mailsec.rm.pem_cache import TEMP_PREFIX
 from rm.simulator import RmSimulator, standard_setup
 
 P12_PASSWORD = "p12-Pa55word!"
@@ -81,6 +81,7 @@ class Run:
     sleeps: list
     account_reads: int
     stash_headers: list = field(default_factory=list)
+    timings: dict = field(default_factory=dict)
 
     @property
     def event(self) -> dict:
@@ -99,6 +100,24 @@ def read_stash(splunk_home: Path) -> tuple[list, list]:
     return headers, events
 
 
+class MemorySecrets:
+    """storage/passwords as the action sees it (secret / set_secret), in memory."""
+
+    def __init__(self) -> None:
+        self.values: dict = {}
+        self.writes = 0
+        self.fail_writes = False
+
+    def secret(self, realm, user):
+        return self.values.get((realm, user))
+
+    def set_secret(self, realm, user, value):
+        if self.fail_writes:
+            raise PermissionError("splunkd answered 403 to POST storage")
+        self.writes += 1
+        self.values[(realm, user)] = value
+
+
 @pytest.fixture
 def run_action(tmp_path, sim, client_cert, ca):
     """Run the action in-process as the script would, with a fake sleep."""
@@ -112,6 +131,8 @@ def run_action(tmp_path, sim, client_cert, ca):
         on_sleep=None,
         read_timeout: float = 5.0,
         settings: Optional[dict] = None,
+        store=None,
+        now=None,
         **payload_extra: Any,
     ) -> Run:
         config = {
@@ -160,13 +181,16 @@ def run_action(tmp_path, sim, client_cert, ca):
             rng=lambda: 0.0,
             read_timeout=read_timeout,
             connect_timeout=2.0,
+            secret_store=store,
         )
+        if now is not None:
+            runtime.now = now
         status = action.run(payload, runtime)
         headers, events = read_stash(home)
         log_file = home / "var" / "log" / "splunk" / "rm_send_mail_modalert.log"
         log = log_file.read_text(encoding="utf-8") if log_file.exists() else ""
         log_file.unlink(missing_ok=True)
-        return Run(status, events, log, sleeps, len(reads), headers)
+        return Run(status, events, log, sleeps, len(reads), headers, runtime.timings)
 
     yield run
     # the modalert logger is process-wide: drop its handler on this test's folder

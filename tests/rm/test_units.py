@@ -6,13 +6,15 @@ import base64
 import csv
 import datetime
 import gzip
+import json
 import os
+import ssl
 import stat
 from pathlib import Path
 
 import pytest
 
-from mailsec.rm import codes, pkcs12, render, validate
+from mailsec.rm import codes, pem_cache, pkcs12, render, validate
 
 SPEC_TABLE = {
     "DONE": "dispatch",
@@ -161,13 +163,61 @@ def test_expired_certificate_is_refused(ca):
 
 
 def test_pem_files_are_private_and_removed_even_on_error(client_cert, private_tmpdir):
+    """Where there is no in-memory file (not Linux), a private folder, removed."""
     cert = pkcs12.open_pkcs12(p12(client_cert), "pw")
-    with pytest.raises(RuntimeError), pkcs12.client_cert_files(cert) as (chain, key):
+    files = pem_cache.pem_files(cert.chain_pem, cert.key_pem_encrypted, in_memory=False)
+    with pytest.raises(RuntimeError), files as (chain, key):
         folder = os.path.dirname(chain)
         assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
         assert stat.S_IMODE(os.stat(chain).st_mode) == 0o600
         assert stat.S_IMODE(os.stat(key).st_mode) == 0o600
-        assert Path(key).read_bytes() == cert.key_pem
+        assert Path(key).read_bytes() == cert.key_pem_encrypted
         raise RuntimeError("boom")
     assert not os.path.exists(folder)
     assert list(private_tmpdir.iterdir()) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="Linux only")
+def test_pem_files_in_memory_touch_no_disk(client_cert, private_tmpdir):
+    cert = pkcs12.open_pkcs12(p12(client_cert), "pw")
+    files = pem_cache.pem_files(cert.chain_pem, cert.key_pem_encrypted)
+    with pytest.raises(RuntimeError), files as (chain, key):
+        assert chain.startswith("/proc/self/fd/") and key.startswith("/proc/self/fd/")
+        assert Path(key).read_bytes() == cert.key_pem_encrypted
+        fd = int(key.rsplit("/", 1)[1])
+        raise RuntimeError("boom")
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed: the memory is gone
+    assert list(private_tmpdir.iterdir()) == []
+
+
+def test_pkcs12_key_is_reencrypted_with_the_certificate_password(client_cert, tmp_path):
+    cert = pkcs12.open_pkcs12(p12(client_cert), "pw")
+    assert cert.key_pem_encrypted.startswith(b"-----BEGIN ENCRYPTED PRIVATE KEY-----")
+    with pem_cache.pem_files(cert.chain_pem, cert.key_pem_encrypted) as (chain, key):
+        ssl.create_default_context().load_cert_chain(chain, key, password="pw")
+        with pytest.raises(ssl.SSLError):
+            ssl.create_default_context().load_cert_chain(chain, key, password="other")
+    assert pkcs12.open_pkcs12(p12(client_cert, None), None).key_pem_encrypted is None
+
+
+def test_cache_entry_round_trip_and_misses(client_cert):
+    value = p12(client_cert)
+    cert = pkcs12.open_pkcs12(value, "pw")
+    sha = pem_cache.fingerprint(value)
+    text = pem_cache.entry_json(cert, sha)
+    assert "BEGIN PRIVATE KEY" not in text and "ENCRYPTED PRIVATE KEY" in text
+    cached = pem_cache.read_entry(text, sha)
+    assert cached.subject == cert.subject and cached.email == cert.email
+    assert cached.chain_pem == cert.chain_pem and cached.key_pem == cert.key_pem_encrypted
+    assert cached.not_after == cert.not_after.timestamp()
+    assert "KEY" not in repr(cached)
+    # another PKCS#12, a damaged entry, not an entry at all: misses
+    assert pem_cache.read_entry(text, pem_cache.fingerprint(value + "A")) is None
+    damaged = json.loads(text)
+    damaged["subject"] = "CN=someone else"
+    assert pem_cache.read_entry(json.dumps(damaged), sha) is None
+    assert pem_cache.read_entry(text[: len(text) // 2], sha) is None
+    assert pem_cache.read_entry(None, sha) is None
+    with pytest.raises(ValueError):  # a key without a password is never cached
+        pem_cache.entry_json(pkcs12.open_pkcs12(p12(client_cert, None), None), sha)

@@ -13,25 +13,18 @@ from typing import Optional
 from solnlib import conf_manager
 from solnlib.credentials import CredentialManager, CredentialNotExistException
 
-from mailsec import APP_NAME
+from mailsec.adapters import settings as names
+from mailsec.adapters.settings import (  # noqa: F401  (part of this module's interface)
+    LOG_LEVELS,
+    SETTINGS_CONF,
+    conf_for_tab,
+    conf_realm,
+    input_realm,
+    log_level_from_settings,
+)
 from mailsec.adapters.splunkd import Splunkd
 from mailsec.core.http import ProxyConfig
 from mailsec.core.params import ConfigError
-
-SETTINGS_CONF = "ta_mailsec_settings"
-LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
-
-
-def conf_for_tab(tab: str) -> str:
-    return f"ta_mailsec_{tab}"
-
-
-def conf_realm(conf: str) -> str:
-    return f"__REST_CREDENTIAL__#{APP_NAME}#configs/conf-{conf}"
-
-
-def input_realm(input_type: str) -> str:
-    return f"__REST_CREDENTIAL__#{APP_NAME}#data/inputs/{input_type}"
 
 
 def _conf_file(splunkd: Splunkd, conf: str):
@@ -63,24 +56,8 @@ def load_settings(splunkd: Splunkd) -> dict:
 
 
 def proxy_from_settings(settings: dict) -> Optional[ProxyConfig]:
-    stanza = settings.get("proxy") or {}
-    if str(stanza.get("proxy_enabled") or "0").lower() not in {"1", "true"}:
-        return None
-    host, port = stanza.get("proxy_url"), stanza.get("proxy_port")
-    if not host or not port:
-        raise ConfigError("proxy_url", "the proxy is enabled but its host or port is empty")
-    return ProxyConfig(
-        host=host,
-        port=int(port),
-        username=stanza.get("proxy_username"),
-        password=stanza.get("proxy_password"),
-        scheme=stanza.get("proxy_type") or "http",
-    )
-
-
-def log_level_from_settings(settings: dict) -> str:
-    level = str((settings.get("logging") or {}).get("loglevel") or "INFO").upper()
-    return level if level in LOG_LEVELS else "INFO"
+    proxy = names.proxy_from_settings(settings)
+    return ProxyConfig(**proxy) if proxy else None
 
 
 def load_input_secrets(splunkd: Splunkd, input_type: str, input_name: str) -> dict:

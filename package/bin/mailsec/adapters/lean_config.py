@@ -1,84 +1,165 @@
-"""An account and the settings tabs, read from splunkd in a few REST calls.
+"""An account, the settings tabs and the add-on's own secrets, read from splunkd
+with `http.client` over one keep-alive connection.
 
 Same result as `config.load_account` / `config.load_settings` (encrypted fields put
 back from storage/passwords, empty values as None), for a process that must start
-fast: solnlib imports all its modules and requests (about 0.25 s here, several
-times a whole curl run), while splunklib's `binding` alone is a fraction of that.
-An alert action starts a new process for every mail; modular inputs keep solnlib.
+fast: an alert action is a new process for every mail, and solnlib (with requests)
+or even splunklib's `binding` cost more to import than a whole curl run. Modular
+inputs keep solnlib.
+
+splunkd's management certificate is not verified, as splunklib and solnlib do not
+verify it: it is self-signed by default, and the URI comes from splunkd itself.
 
 The storage/passwords layout is UCC's, written through solnlib's CredentialManager:
-one JSON object of a stanza's encrypted fields, in 255-character chunks named
-`<stanza>``splunk_cred_sep``<n>`, ended by an end-marker chunk.
+one value (UCC: a JSON object of a stanza's encrypted fields) in 255-character
+chunks named `<user>``splunk_cred_sep``<n>`, ended by an end-marker chunk. The
+add-on's own entries (`set_secret`) are written the same way.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
-import re
+import ssl
 from typing import Optional
-from urllib.parse import quote
-
-from splunklib import binding
+from urllib.parse import quote, urlencode, urlsplit
 
 from mailsec import APP_NAME
-from mailsec.adapters.splunkd import Splunkd
+from mailsec.adapters.settings import (
+    MASKED,
+    REALM_PREFIX,
+    SETTINGS_CONF,
+    conf_for_tab,
+    conf_realm,
+)
 from mailsec.core.params import ConfigError
 
-MASKED = "******"
 CRED_SEP = "``splunk_cred_sep``"
 CRED_END_MARK = (
     "``splunk_cred_sep``S``splunk_cred_sep``P``splunk_cred_sep``L``splunk_cred_sep``"
     "U``splunk_cred_sep``N``splunk_cred_sep``K``splunk_cred_sep``"
 )
-_CHUNK = re.compile(rf"^(.*){re.escape(CRED_SEP)}(\d+)$")
+CRED_CHUNK = 255  # splunkd encrypts at most 255 characters per entry (solnlib)
 _META = ("eai:", "disabled")
-
-# As in mailsec.adapters.config, which cannot be imported here: it imports solnlib.
-SETTINGS_CONF = "ta_mailsec_settings"
-LOG_LEVELS = {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
-
-
-def conf_for_tab(tab: str) -> str:
-    return f"ta_mailsec_{tab}"
-
-
-def conf_realm(conf: str) -> str:
-    return f"__REST_CREDENTIAL__#{APP_NAME}#configs/conf-{conf}"
-
-
-def log_level_from_settings(settings: dict) -> str:
-    level = str((settings.get("logging") or {}).get("loglevel") or "INFO").upper()
-    return level if level in LOG_LEVELS else "INFO"
 
 
 class SplunkdError(Exception):
     """splunkd refused a call (bad session key, splunkd down, ...)."""
 
+    def __init__(self, message: str, status: Optional[int] = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def split_chunk(username: str) -> tuple[str, Optional[int]]:
+    """`rm1``splunk_cred_sep``3` -> ("rm1", 3); a name without a chunk number -> (name, None)."""
+    base, sep, number = username.rpartition(CRED_SEP)
+    if sep and base and number.isdigit():
+        return base, int(number)
+    return username, None
+
+
+def reassemble(entries: list[dict]) -> dict[tuple[str, str], str]:
+    """{(realm, user): clear value} from storage/passwords entries' content, as
+    solnlib's CredentialManager reads them: chunks joined in order up to the end
+    marker (chunks after it are left over from a longer older value); an entry
+    without a chunk number (an older solnlib's) counts unless chunks exist."""
+    chunks: dict[tuple[str, str], dict[int, str]] = {}
+    whole: dict[tuple[str, str], str] = {}
+    for content in entries:
+        realm = content.get("realm") or ""
+        user, index = split_chunk(content.get("username") or "")
+        clear = content.get("clear_password") or ""
+        if index is None:
+            whole[(realm, user)] = clear
+        else:
+            chunks.setdefault((realm, user), {})[index] = clear
+    for key, parts in chunks.items():
+        joined = []
+        for index in sorted(parts):
+            if parts[index] == CRED_END_MARK:
+                break
+            joined.append(parts[index])
+        whole[key] = "".join(joined)
+    return whole
+
 
 class LeanSplunkd:
-    def __init__(self, splunkd: Splunkd, timeout: float = 30.0) -> None:
-        connection = splunkd.connection
-        self._context = binding.Context(
-            handler=binding.handler(timeout=timeout),
-            scheme=connection["scheme"],
-            host=connection["host"],
-            port=connection["port"],
-            token=splunkd.session_key,
-            app=splunkd.app,
-            owner="nobody",
-        )
+    def __init__(
+        self, server_uri: str, session_key: str, app: str = APP_NAME, timeout: float = 30.0
+    ) -> None:
+        parts = urlsplit(server_uri)
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 8089
+        self._https = (parts.scheme or "https") == "https"
+        self._headers = {"Authorization": f"Splunk {session_key}"}
+        self._base = f"/servicesNS/nobody/{quote(app, safe='')}/"
+        self._timeout = timeout
+        self._connection: Optional[http.client.HTTPConnection] = None
+        #: storage/passwords entries (content) of every realm of the add-on
+        self._prefetched: Optional[list[dict]] = None
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._connection is None:
+            if self._https:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE  # as splunklib: see the module doc
+                self._connection = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self._timeout, context=context
+                )
+            else:
+                self._connection = http.client.HTTPConnection(
+                    self._host, self._port, timeout=self._timeout
+                )
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+    def request(
+        self, method: str, path: str, query: Optional[dict] = None, form: Optional[dict] = None
+    ) -> tuple[int, Optional[dict]]:
+        """(status, JSON answer) of one call; reconnects once if a kept-alive
+        connection was closed by splunkd in between."""
+        target = self._base + path + "?" + urlencode({"output_mode": "json", **(query or {})})
+        headers = dict(self._headers)
+        body = None
+        if form is not None:
+            body = urlencode(form).encode("utf-8")
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        for attempt in (1, 2):
+            connection = self._connect()
+            try:
+                connection.request(method, target, body=body, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                self.close()
+                if attempt == 2 or method != "GET":
+                    raise SplunkdError("splunkd closed the connection") from None
+            except (OSError, http.client.HTTPException) as error:
+                self.close()
+                raise SplunkdError(f"splunkd cannot be reached: {error}") from None
+        if response.will_close:
+            self.close()
+        try:
+            document = json.loads(data.decode("utf-8")) if data else None
+        except ValueError:
+            document = None
+        return response.status, document
 
     def _get(self, path: str, **query) -> Optional[dict]:
         """JSON of a GET, or None on 404."""
-        try:
-            response = self._context.get(path, output_mode="json", **query)
-        except binding.HTTPError as error:
-            if error.status == 404:
-                return None
-            raise SplunkdError(f"splunkd answered {error.status} to GET {path}") from None
-        except OSError as error:
-            raise SplunkdError(f"splunkd cannot be reached: {error}") from None
-        return json.loads(response.body.read().decode("utf-8"))
+        status, document = self.request("GET", path, query)
+        if status == 404:
+            return None
+        if status >= 300:
+            raise SplunkdError(f"splunkd answered {status} to GET {path}", status)
+        return document or {}
 
     def stanzas(self, conf: str, stanza: Optional[str] = None) -> dict[str, dict]:
         path = f"configs/conf-{conf}" + (f"/{quote(stanza, safe='')}" if stanza else "")
@@ -94,32 +175,78 @@ class LeanSplunkd:
             for entry in document.get("entry", [])
         }
 
+    def _password_entries(self, realm_filter: str) -> list[dict]:
+        document = self._get("storage/passwords", count=-1, search=f"realm={realm_filter}") or {}
+        return [entry.get("content", {}) for entry in document.get("entry", [])]
+
+    def _entries(self, realm: str) -> list[dict]:
+        """The storage/passwords entries of one realm. The first call reads those of
+        every realm of this add-on at once (splunkd's `realm=` filter matches
+        substrings): the account's secrets, the certificate cache and the proxy
+        password then cost one round trip."""
+        if self._prefetched is None:
+            self._prefetched = self._password_entries(REALM_PREFIX)
+        if self._prefetched:
+            return [e for e in self._prefetched if e.get("realm") == realm]
+        # nothing at all under the prefix: ask for the realm itself rather than
+        # trust the filter
+        return [e for e in self._password_entries(realm) if e.get("realm") == realm]
+
+    def secret(self, realm: str, user: str) -> Optional[str]:
+        """One clear value (chunks put together), or None."""
+        return reassemble(self._entries(realm)).get((realm, user))
+
     def secrets(self, realm: str) -> dict[str, dict]:
         """{stanza: {encrypted field: clear value}} for one UCC realm."""
-        document = self._get("storage/passwords", count=-1, search=f"realm={realm}") or {}
-        chunks: dict[str, dict[int, str]] = {}
-        whole: dict[str, str] = {}
-        for entry in document.get("entry", []):
-            content = entry.get("content", {})
-            if content.get("realm") != realm:
-                continue
-            username = content.get("username") or ""
-            clear = content.get("clear_password") or ""
-            match = _CHUNK.match(username)
-            if match:
-                chunks.setdefault(match.group(1), {})[int(match.group(2))] = clear
-            else:  # written by an older solnlib in one piece
-                whole[username] = clear
-        for username, parts in chunks.items():
-            joined = "".join(parts[i] for i in sorted(parts) if parts[i] != CRED_END_MARK)
-            whole[username] = joined
         out = {}
-        for username, text in whole.items():
+        for (_realm, user), text in reassemble(self._entries(realm)).items():
             try:
-                out[username] = json.loads(text)
+                value = json.loads(text)
             except ValueError:
                 continue
+            if isinstance(value, dict):
+                out[user] = value
         return out
+
+    def set_secret(self, realm: str, user: str, value: str) -> None:
+        """Store one value as solnlib's CredentialManager.set_password does (chunks
+        and an end marker), then remove chunks left over from a longer older value."""
+        existing = {
+            index
+            for content in self._password_entries(realm)
+            if content.get("realm") == realm
+            for name, index in [split_chunk(content.get("username") or "")]
+            if name == user and index is not None
+        }
+        pieces = [value[i : i + CRED_CHUNK] for i in range(0, len(value), CRED_CHUNK)]
+        pieces.append(CRED_END_MARK)
+        for index, piece in enumerate(pieces, start=1):
+            chunk_user = f"{user}{CRED_SEP}{index}"
+            if index in existing:
+                self._post(_entry_path(realm, chunk_user), {"password": piece})
+            else:
+                self._post(
+                    "storage/passwords", {"name": chunk_user, "password": piece, "realm": realm}
+                )
+        for index in sorted(existing - set(range(1, len(pieces) + 1))):
+            self._call("DELETE", _entry_path(realm, f"{user}{CRED_SEP}{index}"))
+        self._prefetched = None  # read again when next asked
+
+    def _post(self, path: str, form: dict) -> None:
+        self._call("POST", path, form)
+
+    def _call(self, method: str, path: str, form: Optional[dict] = None) -> None:
+        status, _document = self.request(method, path, form=form)
+        if status >= 300:
+            where = path.split("?")[0]
+            raise SplunkdError(f"splunkd answered {status} to {method} {where}", status)
+
+
+def _entry_path(realm: str, user: str) -> str:
+    def escape(text: str) -> str:
+        return text.replace("\\", "\\\\").replace(":", "\\:")
+
+    return "storage/passwords/" + quote(f"{escape(realm)}:{escape(user)}:", safe="")
 
 
 def _merge(fields: dict, secrets: dict) -> dict:

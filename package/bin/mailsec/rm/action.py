@@ -20,10 +20,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from mailsec.adapters import settings as names
 from mailsec.adapters.alert import modalert_logger, write_stash
 from mailsec.core.events import build_event
 from mailsec.core.params import ConfigError
-from mailsec.rm import codes, render, validate
+from mailsec.rm import codes, pem_cache, render, validate
 from mailsec.rm.config import RmAccount, RmActionConfig
 
 ACTION = "rm_send_mail"
@@ -44,6 +45,9 @@ class Runtime:
     splunk_home: Path
     load_account: Optional[Callable[[str, str], dict]] = None  # (tab, name) -> fields
     load_settings: Optional[Callable[[], dict]] = None
+    # secret(realm, user) -> Optional[str], set_secret(realm, user, value): the
+    # certificate cache in storage/passwords; None: no cache
+    secret_store: Any = None
     sleep: Callable[[float], None] = time.sleep
     rng: Callable[[], float] = random.random
     clock: Callable[[], float] = time.monotonic
@@ -136,7 +140,7 @@ def _send(payload, configuration, context, runtime: Runtime, logger) -> Outcome:
         fields = runtime.load_account(ACCOUNT_TAB, config.account)
         account = RmAccount.from_fields(fields)
         settings = runtime.load_settings() if runtime.load_settings else {}
-        logger.setLevel(_log_level(settings))
+        logger.setLevel(names.log_level_from_settings(settings))
         proxy = _proxy(settings)
     except ConfigError as error:
         return Outcome("ACCOUNT_INVALID", detail=str(error))
@@ -146,23 +150,16 @@ def _send(payload, configuration, context, runtime: Runtime, logger) -> Outcome:
     context.update(rm_host=account.hostname, whitelist_name=account.whitelist_name)
     phases.mark("configuration_ms")
 
-    from mailsec.rm import pkcs12  # cryptography: only when a mail is to be sent
-
-    try:
-        certificate = pkcs12.open_pkcs12(
-            account.client_certificate, account.certificate_password, runtime.now()
-        )
-    except pkcs12.CertificateError as error:
-        return Outcome(error.code, detail=str(error))
-    context.update(certificate_subject=certificate.subject, sender=certificate.email)
-
     from mailsec.rm import client
 
-    with pkcs12.client_cert_files(certificate) as (chain_path, key_path):
-        try:
-            ssl_context = client.make_ssl_context(account.ca_bundle, chain_path, key_path)
-        except (ValueError, OSError) as error:  # ssl.SSLError is an OSError
-            return Outcome("ACCOUNT_INVALID", detail=f"ca_bundle or certificate: {error}")
+    try:
+        ssl_context = client.make_ssl_context(account.ca_bundle)
+    except (ValueError, OSError) as error:  # ssl.SSLError is an OSError
+        return Outcome("ACCOUNT_INVALID", detail=f"ca_bundle: {error}")
+    certificate, to_cache = _load_certificate(config.account, account, ssl_context, runtime, logger)
+    if isinstance(certificate, Outcome):
+        return certificate
+    context.update(certificate_subject=certificate.subject, sender=certificate.email)
     phases.mark("certificate_ms")
 
     rm = client.RmClient(
@@ -187,6 +184,9 @@ def _send(payload, configuration, context, runtime: Runtime, logger) -> Outcome:
     for name, value in result.phases.items():
         runtime.timings[name] = value
     phases.mark("send_ms")
+    if to_cache is not None:  # after the mail: caching must not delay or stop it
+        _store_in_cache(config.account, to_cache, runtime, logger)
+        phases.mark("cache_store_ms")
     return Outcome(
         result.code,
         detail=result.detail,
@@ -197,23 +197,87 @@ def _send(payload, configuration, context, runtime: Runtime, logger) -> Outcome:
     )
 
 
-def _log_level(settings: dict) -> str:
-    level = str((settings.get("logging") or {}).get("loglevel") or "INFO").upper()
-    return level if level in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL") else "INFO"
+def _load_certificate(name: str, account: RmAccount, ssl_context, runtime: Runtime, logger):
+    """Load the client certificate into `ssl_context`, from the PEM cache when it holds
+    this PKCS#12, else from the PKCS#12. Returns (certificate, cache entry to store
+    or None), or (Outcome, None) when the certificate cannot be used."""
+    p12_sha256 = pem_cache.fingerprint(account.client_certificate)
+    store = runtime.secret_store if account.certificate_password else None
+    cached = None
+    if store is not None:
+        try:
+            cached = pem_cache.read_entry(store.secret(pem_cache.CACHE_REALM, name), p12_sha256)
+        except Exception as error:  # the cache is an optimisation: never a failure
+            logger.warning("cannot read the certificate cache: %s", error)
+    if cached is not None:
+        try:
+            with pem_cache.pem_files(cached.chain_pem, cached.key_pem) as (chain, key):
+                ssl_context.load_cert_chain(chain, key, password=account.certificate_password)
+        except (ValueError, OSError):  # the password changed, or the entry is damaged
+            logger.info("the cached certificate does not open; opening the PKCS#12 again")
+            cached = None
+    if cached is not None:
+        runtime.timings["certificate_source"] = "cache"
+        now = runtime.now().timestamp()
+        if not (cached.not_before <= now <= cached.not_after):
+            return Outcome("CERTIFICATE_EXPIRED", detail=_validity(cached)), None
+        return cached, None
+
+    from mailsec.rm import pkcs12  # cryptography: only when the cache cannot serve
+
+    runtime.timings["certificate_source"] = "pkcs12"
+    try:
+        certificate = pkcs12.open_pkcs12(
+            account.client_certificate, account.certificate_password, runtime.now()
+        )
+    except pkcs12.CertificateError as error:
+        return Outcome(error.code, detail=str(error)), None
+    encrypted = certificate.key_pem_encrypted
+    key_pem = encrypted if encrypted is not None else certificate.key_pem
+    try:
+        with pem_cache.pem_files(certificate.chain_pem, key_pem) as (chain, key):
+            ssl_context.load_cert_chain(
+                chain, key, password=account.certificate_password if encrypted else None
+            )
+    except (ValueError, OSError) as error:
+        return Outcome("ACCOUNT_INVALID", detail=f"client certificate: {error}"), None
+    to_cache = None
+    if store is not None and encrypted is not None:
+        to_cache = pem_cache.entry_json(certificate, p12_sha256)
+    return certificate, to_cache
+
+
+def _validity(cached) -> str:
+    def iso(epoch: float) -> str:
+        return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
+
+    return (
+        f"the client certificate is valid from {iso(cached.not_before)} to {iso(cached.not_after)}"
+    )
+
+
+def _store_in_cache(name: str, entry: str, runtime: Runtime, logger) -> None:
+    try:
+        runtime.secret_store.set_secret(pem_cache.CACHE_REALM, name, entry)
+        runtime.timings["certificate_cached"] = True
+    except Exception as error:  # e.g. a user without the right to write storage/passwords
+        logger.warning(
+            "cannot cache the client certificate of account %r in splunkd's "
+            "storage/passwords (%s): each mail opens the PKCS#12 again, which is slower",
+            name,
+            error,
+        )
 
 
 def _proxy(settings: dict):
-    stanza = settings.get("proxy") or {}
-    if str(stanza.get("proxy_enabled") or "0").lower() not in {"1", "true"}:
+    proxy = names.proxy_from_settings(settings)
+    if proxy is None:
         return None
-    host, port = stanza.get("proxy_url"), stanza.get("proxy_port")
-    if not host or not port:
-        raise ConfigError("proxy_url", "the proxy is enabled but its host or port is empty")
-    if (stanza.get("proxy_type") or "http") != "http":
+    if proxy["scheme"] != "http":
         raise ConfigError("proxy_type", "Release Manager mail goes through an HTTP proxy only")
     from mailsec.rm.client import Proxy
 
-    return Proxy(host, int(port), stanza.get("proxy_username"), stanza.get("proxy_password"))
+    return Proxy(proxy["host"], proxy["port"], proxy["username"], proxy["password"])
 
 
 def _record(outcome: Outcome, context: dict, runtime: Runtime, logger: logging.Logger) -> int:
@@ -263,6 +327,8 @@ def _record(outcome: Outcome, context: dict, runtime: Runtime, logger: logging.L
         logger.error("cannot write the outcome event to the spool folder: %s", error)
         status = status or EXIT_FAILED
     if os.environ.get(TIMINGS_ENV) == "1":
+        # whether the PKCS#12 library was loaded tells a cache hit from a miss
+        runtime.timings["cryptography_imported"] = "cryptography" in sys.modules
         print(json.dumps({"phases_ms": runtime.timings}), file=sys.stderr)
     return status
 
@@ -271,14 +337,20 @@ def process_event(helper, *args, **kwargs) -> int:
     """Entry for UCC's generated ModularAlertBase script (not the shipped one: see
     bin/rm_send_mail.py); `helper.settings` is splunkd's payload."""
     from mailsec.adapters.alert import splunk_home
-    from mailsec.adapters.lean_config import LeanSplunkd, load_account, load_settings
-    from mailsec.adapters.splunkd import Splunkd
 
-    payload = helper.settings
-    splunkd = LeanSplunkd(Splunkd(payload["server_uri"], payload["session_key"]))
-    runtime = Runtime(
-        splunk_home=splunk_home(),
-        load_account=lambda tab, name: load_account(splunkd, tab, name),
-        load_settings=lambda: load_settings(splunkd),
-    )
-    return run(payload, runtime)
+    return run_payload(helper.settings, Runtime(splunk_home=splunk_home()))
+
+
+def run_payload(payload: Mapping[str, Any], runtime: Runtime) -> int:
+    """`run` with the account, the settings and the certificate cache read from the
+    splunkd that sent the payload, over one connection."""
+    from mailsec.adapters.lean_config import LeanSplunkd, load_account, load_settings
+
+    splunkd = LeanSplunkd(payload["server_uri"], payload["session_key"])
+    runtime.load_account = lambda tab, name: load_account(splunkd, tab, name)
+    runtime.load_settings = lambda: load_settings(splunkd)
+    runtime.secret_store = splunkd
+    try:
+        return run(payload, runtime)
+    finally:
+        splunkd.close()

@@ -55,10 +55,9 @@ class _Retryable(Exception):
         self.code = code
 
 
-def make_ssl_context(
-    ca_bundle_pem: Optional[str], chain_path: str, key_path: str
-) -> ssl.SSLContext:
-    """A verifying client context: the account's CA bundle, else the bundled trust store."""
+def make_ssl_context(ca_bundle_pem: Optional[str]) -> ssl.SSLContext:
+    """A verifying client context: the account's CA bundle, else the bundled trust
+    store. The caller loads the client certificate into it."""
     if ca_bundle_pem and ca_bundle_pem.strip():
         context = ssl.create_default_context(cadata=ca_bundle_pem)
     else:
@@ -69,7 +68,6 @@ def make_ssl_context(
         except ImportError:  # pragma: no cover - certifi ships with requests in lib/
             context = ssl.create_default_context()
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(chain_path, key_path)
     return context
 
 

@@ -1,24 +1,17 @@
-"""The account's PKCS#12 client certificate, opened in memory.
+"""The account's PKCS#12 client certificate, opened in memory with `cryptography`.
 
-`ssl` loads a client certificate and key only from files, so `client_cert_files`
-writes them as PEM into a private temporary folder (0700, files 0600) that is
-removed when the block ends, whatever happens inside it.
+Only on a cache miss (see pem_cache): the key is re-encrypted with the certificate
+password, so that neither the cache nor the files `ssl` loads it from hold it in
+clear. `ssl` loads files: see pem_cache.pem_files.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Optional
-
-TEMP_PREFIX = "ta_mailsec_rm_"
 
 
 class CertificateError(Exception):
@@ -32,10 +25,13 @@ class CertificateError(Exception):
 @dataclass(frozen=True)
 class ClientCertificate:
     chain_pem: bytes = field(repr=False)  # the certificate, then any CA certificates
-    key_pem: bytes = field(repr=False)
+    key_pem: bytes = field(repr=False)  # unencrypted: in memory only
     subject: str
     email: Optional[str]
     not_after: datetime
+    not_before: Optional[datetime] = None
+    # PKCS#8 encrypted with the certificate password (None without a password)
+    key_pem_encrypted: Optional[bytes] = field(default=None, repr=False)
 
 
 def _decode_base64(value: str) -> bytes:
@@ -52,6 +48,7 @@ def open_pkcs12(
 ) -> ClientCertificate:
     from cryptography import x509
     from cryptography.hazmat.primitives.serialization import (
+        BestAvailableEncryption,
         Encoding,
         NoEncryption,
         PrivateFormat,
@@ -103,24 +100,10 @@ def open_pkcs12(
         subject=cert.subject.rfc4514_string(),
         email=emails[0] if emails else None,
         not_after=not_after,
+        not_before=cert.not_valid_before_utc,
+        key_pem_encrypted=(
+            key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(secret))
+            if secret
+            else None
+        ),
     )
-
-
-def _write_private(path: str, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
-@contextmanager
-def client_cert_files(cert: ClientCertificate) -> Iterator[tuple[str, str]]:
-    """(certificate chain path, key path), removed when the block ends."""
-    folder = tempfile.mkdtemp(prefix=TEMP_PREFIX)  # mkdtemp creates it 0700
-    try:
-        chain_path = os.path.join(folder, "client.pem")
-        key_path = os.path.join(folder, "client.key")
-        _write_private(chain_path, cert.chain_pem)
-        _write_private(key_path, cert.key_pem)
-        yield chain_path, key_path
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
