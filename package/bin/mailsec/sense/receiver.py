@@ -65,9 +65,7 @@ class SenseReceiver:
         if (request.path.rstrip("/") or "/") != self._path:
             return self._reject(request, 404, "no such path")
         if request.method != "POST":
-            return self._reject(
-                request, 405, "only POST is accepted", headers=(("Allow", "POST"),)
-            )
+            return self._reject(request, 405, "only POST is accepted", headers=(("Allow", "POST"),))
         if self._key_digest is not None and not self._key_matches(request):
             return self._reject(request, 401, f"missing or wrong {self._config.api_key_name}")
         return None

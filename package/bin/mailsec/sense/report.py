@@ -74,9 +74,7 @@ def parse_report(body: bytes) -> SenseReport:
         raise NotASenseReport("the body is empty")
     document = _unwrap_json(text, "the body")
     if not isinstance(document, Mapping):
-        raise NotASenseReport(
-            f"the body is a JSON {_kind(document)}, not an object holding 'text'"
-        )
+        raise NotASenseReport(f"the body is a JSON {_kind(document)}, not an object holding 'text'")
     if "text" not in document:
         raise NotASenseReport("the body has no 'text' member: not an Apigee Sense report")
     inner = document["text"]
@@ -143,7 +141,8 @@ def _read_report(inner: Mapping) -> SenseReport:
     total = _count(inner.get("totalNumberOfBots"))
     if total is None:
         if inner.get("totalNumberOfBots") is not None:
-            problems.append((0, f"totalNumberOfBots is not a count: {inner['totalNumberOfBots']!r}"))
+            problem = f"totalNumberOfBots is not a count: {inner['totalNumberOfBots']!r}"
+            problems.append((0, problem))
         total = len(raw_bots)
     return SenseReport(
         org=values["org"],
@@ -295,7 +294,9 @@ def build_events(
             "vendor_product": VENDOR_PRODUCT,
         }
     )
-    events.append(build_event(REPORT_SOURCETYPE, report.report_timestamp, fields, identity, **placement))
+    events.append(
+        build_event(REPORT_SOURCETYPE, report.report_timestamp, fields, identity, **placement)
+    )
     return events
 
 

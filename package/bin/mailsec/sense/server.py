@@ -21,6 +21,7 @@ server is this server with an application that only answers 200.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import ipaddress
@@ -88,8 +89,8 @@ class Response:
     headers: tuple = ()
 
     @classmethod
-    def json(cls, status: int, headers: tuple = (), **body) -> Response:
-        return cls(status, body, headers)
+    def json(cls, code: int, /, headers: tuple = (), **body) -> Response:
+        return cls(code, body, headers)
 
     @property
     def reason(self) -> Optional[str]:
@@ -177,7 +178,7 @@ class ListenerServer:
         app: Application,
         *,
         ssl_context: Optional[ssl.SSLContext] = None,
-        limits: Limits = Limits(),
+        limits: Optional[Limits] = None,
         logger: Optional[logging.Logger] = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -187,13 +188,14 @@ class ListenerServer:
         self.address = self._sock.getsockname()[:2]
         self._app = app
         self._ssl = ssl_context
-        self._limits = limits
+        self._limits = limits = limits or Limits()
         self._logger = logger or logging.getLogger(__name__)
         self._clock = clock
         self._slots = threading.BoundedSemaphore(limits.max_connections)
         self._workers: set = set()
         self._workers_lock = threading.Lock()
         self.stats: Counter = Counter()
+        self._stop = threading.Event()
 
     @property
     def port(self) -> int:
@@ -207,6 +209,7 @@ class ListenerServer:
     def serve(self, stop: threading.Event) -> None:
         """Accept connections until `stop` is set; then finish what is in flight."""
         poll = self._limits.poll_interval
+        self._stop = stop
         try:
             while not stop.is_set():
                 if not self._slots.acquire(timeout=poll):
@@ -261,9 +264,10 @@ class ListenerServer:
         try:
             reader = _DeadlineReader(raw, self._limits, stop, self._clock)
             if self._ssl is not None:
-                connection = self._start_tls(raw, peer, reader.deadline)
-                if connection is None:
+                tls = self._start_tls(raw, peer, reader.deadline)
+                if tls is None:
                     return
+                connection = tls
                 reader = _DeadlineReader(connection, self._limits, stop, self._clock)
             stream = io.BufferedReader(reader, 65536)
             while self._serve_request(connection, stream, reader, peer):
@@ -287,10 +291,12 @@ class ListenerServer:
             self.stats["internal_errors"] += 1
             self._logger.exception("action=connection_failed source_ip=%s error=%r", peer, error)
         finally:
-            _close(connection)
-            self._slots.release()
-            with self._workers_lock:
-                self._workers.discard(threading.current_thread())
+            try:
+                _close(connection)
+            finally:
+                self._slots.release()
+                with self._workers_lock:
+                    self._workers.discard(threading.current_thread())
 
     def _start_tls(self, raw: socket.socket, peer: str, deadline: float):
         first = self._peek(raw, deadline)
@@ -309,6 +315,7 @@ class ListenerServer:
                     ),
                     keep_alive=False,
                 )
+                self._linger(raw)
             return None
         connection = self._ssl.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
         while True:
@@ -356,10 +363,10 @@ class ListenerServer:
                 error.reason,
                 peer,
             )
-            self._send(
-                connection, Response.json(error.status, status="error", reason=error.reason)
-            )
+            self._send(connection, Response.json(error.status, status="error", reason=error.reason))
             return False
+        # while stopping, every answer closes its connection
+        keep_alive = keep_alive and not self._stop.is_set()
         response = self._app.precheck(request)
         if response is None and length > self._limits.max_body_bytes:
             response = self._too_large(request)
@@ -377,6 +384,7 @@ class ListenerServer:
             self._answer(connection, request, self._too_large(request), False)
             self._linger(connection)
             return False
+        keep_alive = keep_alive and not self._stop.is_set()
         try:
             response = self._app.handle(request, body)
         except Exception as error:
@@ -482,7 +490,9 @@ class ListenerServer:
         except OSError as error:
             if keep_alive:
                 raise
-            self._logger.info("action=answer_not_delivered status=%d error=%r", response.status, error)
+            self._logger.info(
+                "action=answer_not_delivered status=%d error=%r", response.status, error
+            )
 
     def _write(self, connection, data: bytes) -> None:
         connection.settimeout(self._limits.write_timeout)
@@ -512,14 +522,10 @@ class ListenerServer:
 
 
 def _close(connection) -> None:
-    try:
+    with contextlib.suppress(OSError):
         connection.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    try:
+    with contextlib.suppress(OSError):
         connection.close()
-    except OSError:
-        pass
 
 
 def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
