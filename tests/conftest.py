@@ -8,6 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.splunk_home import install_app
+
+pytest_plugins = ["harness.fixtures"]
+
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_DIR = ROOT / "output" / "TA_mailsec"
 
@@ -24,3 +28,19 @@ def built_app() -> Path:
     if not marker.exists() or marker.stat().st_mtime < _newest_source_mtime():
         subprocess.run(["make", "build"], cwd=ROOT, check=True, env={**os.environ})
     return BUILD_DIR
+
+
+@pytest.fixture
+def installed_app(built_app, splunk_home) -> Path:
+    """The built add-on installed in this test's $SPLUNK_HOME/etc/apps/TA_mailsec,
+    where splunkd runs its scripts from (lib/ linked, not copied, for speed)."""
+    return install_app(built_app, splunk_home, link_lib=True)
+
+
+@pytest.fixture
+def splunkd():
+    """A splunkd stand-in on loopback: storage/passwords, configs, KV store."""
+    from harness.splunkd import SplunkdStandIn
+
+    with SplunkdStandIn() as standin:
+        yield standin

@@ -61,8 +61,6 @@ def foundation(env: DemoEnv) -> dict:
         {"account": "demo", "window": "2h"},
         server_uri=env.splunkd.server_uri,
         session_key=env.splunkd.session_key,
-        checkpoint_dir=str(env.tmp),
-        env={"SPLUNK_HOME": str(env.splunk_home)},
     )
     print(f"  validation of window=2h refused: {bad.message}")
     summary["validation_refuses_bad_window"] = not bad.ok
@@ -85,7 +83,11 @@ def main() -> int:
             splunkd, splunk_home, app_dir, TestCA.create("TA_mailsec demo CA"), OUT / "tmp"
         )
         steps = [("foundation", "Add-on package, schemes and validation", foundation)]
+        missing = {}
         for part in PARTS:
+            if not (ROOT / "tests" / part / "demo_part.py").exists():
+                missing[part] = {"status": "not in this build yet"}
+                continue
             module = importlib.import_module(f"{part}.demo_part")
             steps.append((part, module.TITLE, module.run))
         for key, title, run in steps:
@@ -98,6 +100,7 @@ def main() -> int:
                 failed.append(key)
                 results[key] = {"error": "failed, see above"}
             results[key]["seconds"] = round(time.monotonic() - started, 1)
+        results.update(missing)
     print("\n== Summary")
     for key, summary in results.items():
         print(f"  {key:10} {json.dumps(summary, default=str)}")

@@ -30,3 +30,12 @@ def test_list_sink_counts():
     event = build_event("s", 0, {}, ("k",))
     assert sink.write([event, event]) == 2
     assert len(sink.events) == 2
+
+
+def test_characters_xml_cannot_carry_are_escaped():
+    event = build_event("s", 0, {"a": "bad\ud800surrogate", "c": "ctl\x01", "u": "ü"}, ("k",))
+    text = event.to_json()
+    assert "\ud800" not in text and "\\ud800" in text
+    assert "\x01" not in text
+    assert json.loads(text)["u"] == "ü"
+    assert "\x01" not in build_event("s", 0, {"c": "ctl\x01"}, ("k",)).to_json()
