@@ -206,12 +206,16 @@ class ListenerServer:
 
     # -- accepting -------------------------------------------------------------
 
-    def serve(self, stop: threading.Event) -> None:
-        """Accept connections until `stop` is set; then finish what is in flight."""
+    def serve(self, stop: threading.Event, tick: Optional[Callable[[], None]] = None) -> None:
+        """Accept connections until `stop` is set; then finish what is in flight.
+
+        `tick` is called about every poll interval (the service's heartbeat)."""
         poll = self._limits.poll_interval
         self._stop = stop
         try:
             while not stop.is_set():
+                if tick is not None:
+                    tick()
                 if not self._slots.acquire(timeout=poll):
                     continue
                 try:

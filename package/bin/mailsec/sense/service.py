@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import ssl
+import time
 from typing import Callable, Optional
 
 from mailsec.core.params import ConfigError
@@ -19,6 +20,8 @@ from mailsec.sense.config import MASKED, SenseListenerConfig
 from mailsec.sense.dedupe import COLLECTION, MessageLedger
 from mailsec.sense.receiver import SenseReceiver
 from mailsec.sense.server import Limits, ListenerServer, tls_context
+
+HEARTBEAT_SECONDS = 300.0
 
 
 def load_config(run: InputRun) -> SenseListenerConfig:
@@ -96,7 +99,27 @@ def listen(
     )
     if on_listening is not None:
         on_listening(server)
-    server.serve(run.stop)
-    counts = " ".join(f"{k}={v}" for k, v in sorted((receiver.stats + server.stats).items()))
-    run.logger.info("action=stopped %s", counts)
+    server.serve(run.stop, tick=Heartbeat(run.logger, receiver, server))
+    run.logger.info("action=stopped %s", _counts(receiver, server))
     return receiver
+
+
+def _counts(receiver: SenseReceiver, server: ListenerServer) -> str:
+    merged = {"reports": 0, "events": 0, "duplicates": 0, "connections": 0}
+    merged.update(receiver.stats + server.stats)
+    return " ".join(f"{key}={value}" for key, value in sorted(merged.items()))
+
+
+class Heartbeat:
+    """A log line every few minutes with the running totals: the feed-health panel
+    tells "listener up, nothing posted" from "listener down" by it."""
+
+    def __init__(self, logger, receiver, server, every: float = HEARTBEAT_SECONDS) -> None:
+        self._logger, self._receiver, self._server = logger, receiver, server
+        self._every = every
+        self._next = time.monotonic() + every
+
+    def __call__(self) -> None:
+        if time.monotonic() >= self._next:
+            self._next = time.monotonic() + self._every
+            self._logger.info("action=heartbeat %s", _counts(self._receiver, self._server))
