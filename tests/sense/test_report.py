@@ -95,6 +95,19 @@ def test_every_encoding_gives_the_same_events_field_for_field(bots):
         assert got == canonical, encoding
 
 
+def test_bot_events_are_exactly_what_the_core_event_builder_makes():
+    from mailsec.core.events import build_event
+
+    report = parse_report(encode(make_report(40, seed=5), "as_sense_sample"))
+    events = build_events(report, source_ip="192.0.2.7", received_at=RECEIVED, source="s")
+    for event in events[:-1]:
+        fields = {k: v for k, v in event.data.items() if k not in ("time", "event_id")}
+        key = (report.org, report.env, report.message_id, fields["rank"], fields["ip_address"])
+        expected = build_event(event.sourcetype, report.report_timestamp, fields, key, source="s")
+        assert event == expected
+        assert list(event.data) == list(expected.data)  # the same key order, "time" first
+
+
 def test_300_bots_give_300_bot_events_and_one_report_event():
     events = events_of(encode(make_report(300), "as_sense_sample"))
     kinds = [e.sourcetype for e in events]
