@@ -51,17 +51,16 @@ class SplunkEventSink:
         # 300-bot Sense report took 17 ms to write that way, 2 ms this way).
         per_target: Counter = Counter()
         parts = []
+        heads: dict = {}  # the elements every event of one target shares, escaped once
         for event in events:
             index = event.index or self._default_index
+            target = (event.sourcetype, index, event.source or self._full_name, event.host)
+            head = heads.get(target)
+            if head is None:
+                head = heads[target] = _event_head(*target)
             parts.append(
-                _event_xml(
-                    data=event.to_json(),
-                    time=f"{event.time:.3f}",
-                    index=index,
-                    sourcetype=event.sourcetype,
-                    source=event.source or self._full_name,
-                    host=event.host,
-                )
+                f'<event unbroken="1"><time>{event.time:.3f}</time>{head}'
+                f"<data>{_xml_text(event.to_json())}</data><done /></event>"
             )
             per_target[(event.sourcetype, index)] += 1
         if parts:
@@ -90,28 +89,20 @@ def _xml_text(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _event_xml(
-    *,
-    data: str,
-    time: str,
-    index: Optional[str],
-    sourcetype: Optional[str],
-    source: Optional[str],
-    host: Optional[str],
+def _event_head(
+    sourcetype: Optional[str], index: Optional[str], source: Optional[str], host: Optional[str]
 ) -> str:
-    """splunklib's `<event unbroken="1">...<done /></event>` for a done, unbroken event."""
-    parts = ['<event unbroken="1"><time>', _xml_text(time), "</time>"]
-    for tag, value in (
-        ("source", source),
-        ("sourcetype", sourcetype),
-        ("index", index),
-        ("host", host),
-        ("data", data),
-    ):
-        if value is not None:
-            parts.append(f"<{tag}>{_xml_text(value)}</{tag}>")
-    parts.append("<done /></event>")
-    return "".join(parts)
+    """splunklib's elements between <time> and <data>, in its order."""
+    return "".join(
+        f"<{tag}>{_xml_text(value)}</{tag}>"
+        for tag, value in (
+            ("source", source),
+            ("sourcetype", sourcetype),
+            ("index", index),
+            ("host", host),
+        )
+        if value is not None
+    )
 
 
 def install_stop_triggers(stop: threading.Event, poll_seconds: float = 2.0) -> None:

@@ -15,14 +15,14 @@ lose the other 299.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Optional
+from datetime import date, datetime
+from typing import Any, NamedTuple, Optional
 
-from mailsec.core.events import Event, build_event
+from mailsec.core.events import Event, build_event, event_id
 from mailsec.core.timeutil import iso_z, parse_iso8601, to_epoch
 
 BOT_SOURCETYPE = "apigee:sense:bot"
@@ -36,11 +36,10 @@ class NotASenseReport(ValueError):
     """The body is not an Apigee Sense report; the message says why (HTTP 400)."""
 
 
-@dataclass(frozen=True)
-class Bot:
+class Bot(NamedTuple):
     rank: int  # 1 = most suspicious: Sense lists clients by suspicious calls, highest first
     ip_address: str
-    bot_detected_last: Optional[datetime]
+    bot_detected_last: Optional[str]  # canonical ISO 8601 UTC, 'T' restored
     ip_isp: Optional[str]
     ip_country: Optional[str]
     ip_city: Optional[str]
@@ -165,27 +164,47 @@ def _read_bot(position: int, raw: Any) -> tuple:
     problems = []
     detected = None
     if raw.get("botDetectedLast") not in (None, ""):
-        try:
-            detected = parse_iso8601(str(raw["botDetectedLast"]))
-        except ValueError:
+        detected = _canonical_time(str(raw["botDetectedLast"]))
+        if detected is None:
             problems.append(f"botDetectedLast is not a date-time: {raw['botDetectedLast']!r}")
     call_count = _count(raw.get("callCount"))
     if call_count is None and raw.get("callCount") not in (None, ""):
         problems.append(f"callCount is not a count: {raw['callCount']!r}")
-    return (
-        Bot(
-            rank=position,
-            ip_address=ip_address,
-            bot_detected_last=detected,
-            ip_isp=_text(raw.get("ipIsp")),
-            ip_country=_text(raw.get("ipCountry")),
-            ip_city=_text(raw.get("ipCity")),
-            bot_reason=_reasons(raw.get("botReason")),
-            call_count=call_count,
-            top_url=_text(raw.get("topUrl")),
-        ),
-        problems,
+    bot = Bot(
+        position,
+        ip_address,
+        detected,
+        _text(raw.get("ipIsp")),
+        _text(raw.get("ipCountry")),
+        _text(raw.get("ipCity")),
+        _reasons(raw.get("botReason")),
+        call_count,
+        _text(raw.get("topUrl")),
     )
+    return bot, problems
+
+
+# what Sense sends: '2018-10-09T17:04:48Z', or its sample's '2018-10-0917:04:48Z'
+_SENSE_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T?(\d{2}):(\d{2}):(\d{2})Z\Z")
+
+
+def _canonical_time(text: str) -> Optional[str]:
+    """ISO 8601 UTC with 'T' and 'Z'; None when it is not a date-time. Sense's own
+    forms take a fast path (300 per report); anything else goes through the parser."""
+    match = _SENSE_TIME.match(text)
+    if match:
+        year, month, day, hour, minute, second = map(int, match.groups())
+        try:
+            date(year, month, day)
+        except ValueError:
+            return None
+        if hour > 23 or minute > 59 or second > 59:
+            return None
+        return f"{text[:10]}T{text[-9:]}"
+    try:
+        return iso_seconds(parse_iso8601(text))
+    except ValueError:
+        return None
 
 
 def _text(value: Any) -> Optional[str]:
@@ -250,8 +269,7 @@ def build_events(
     Both carry `_time` = reportTimestamp and an `event_id` made from the report's
     identity (org, env, messageId), so a report indexed twice is removable with
     `dedup event_id`. The bot events are the events `build_event` makes, built
-    here without its per-event work (the time formatted once, one JSON encoder
-    for the ids): 300 bots in 1.5 ms instead of 6.
+    here without its per-event work (the time formatted once per report).
     """
     common = {
         "org": report.org,
@@ -265,25 +283,21 @@ def build_events(
     epoch = round(to_epoch(report.report_timestamp), 6)
     events: list[Event] = []
     for bot in report.bots:
-        data = {"time": time_text}
-        data.update(common)
-        data.update(
-            {
-                "rank": bot.rank,
-                "ip_address": bot.ip_address,
-                "bot_detected_last": (
-                    iso_seconds(bot.bot_detected_last) if bot.bot_detected_last else None
-                ),
-                "ip_isp": bot.ip_isp,
-                "ip_country": bot.ip_country,
-                "ip_city": bot.ip_city,
-                "bot_reason": list(bot.bot_reason),
-                "call_count": bot.call_count,
-                "top_url": bot.top_url,
-                "vendor_product": VENDOR_PRODUCT,
-            }
-        )
-        data["event_id"] = _event_id(BOT_SOURCETYPE, (*identity, bot.rank, bot.ip_address))
+        data = {
+            "time": time_text,
+            **common,
+            "rank": bot.rank,
+            "ip_address": bot.ip_address,
+            "bot_detected_last": bot.bot_detected_last,
+            "ip_isp": bot.ip_isp,
+            "ip_country": bot.ip_country,
+            "ip_city": bot.ip_city,
+            "bot_reason": list(bot.bot_reason),
+            "call_count": bot.call_count,
+            "top_url": bot.top_url,
+            "vendor_product": VENDOR_PRODUCT,
+        }
+        data["event_id"] = event_id(BOT_SOURCETYPE, (*identity, bot.rank, bot.ip_address))
         events.append(Event(time=epoch, sourcetype=BOT_SOURCETYPE, data=data, **placement))
     fields = dict(common)
     fields.update(
@@ -300,15 +314,6 @@ def build_events(
         build_event(REPORT_SOURCETYPE, report.report_timestamp, fields, identity, **placement)
     )
     return events
-
-
-# mailsec.core.events.event_id's encoding, with one encoder instead of one per call
-_ID_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def _event_id(sourcetype: str, natural_key: tuple) -> str:
-    material = _ID_ENCODER.encode([sourcetype, list(natural_key), None])
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
 
 
 def report_key(report: SenseReport) -> Sequence[str]:
