@@ -21,6 +21,7 @@ from splunklib import modularinput as smi
 from mailsec.adapters import config
 from mailsec.adapters.kvstore import KVStoreCheckpointStore, checkpoint_collection
 from mailsec.adapters.logs import input_logger
+from mailsec.adapters.secret_cache import StoragePasswordsCache
 from mailsec.adapters.splunkd import Splunkd
 from mailsec.core.events import Event
 from mailsec.core.params import ConfigError
@@ -168,6 +169,7 @@ def run_inputs(
                     splunkd, input_type, name
                 ),
                 proxy=config.proxy_from_settings(settings),
+                secret_cache=StoragePasswordsCache(splunkd, owner=f"{input_type}.{name}"),
                 stop=stop,
                 index=params.get("index"),
                 host=params.get("host"),
