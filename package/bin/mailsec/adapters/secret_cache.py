@@ -18,6 +18,7 @@ class StoragePasswordsCache:
 
     def __init__(self, splunkd: Splunkd, owner: str, realm: str = TOKEN_CACHE_REALM) -> None:
         self._owner = owner
+        self._realm = realm
         self._manager = CredentialManager(
             splunkd.session_key, splunkd.app, realm=realm, **splunkd.connection
         )
@@ -37,3 +38,15 @@ class StoragePasswordsCache:
     def delete(self, name: str) -> None:
         with contextlib.suppress(CredentialNotExistException):
             self._manager.delete_password(self._user(name))
+
+    def clear(self) -> int:
+        """Delete every value this owner cached (when its input is deleted)."""
+        names = {
+            entry["username"]
+            for entry in self._manager.get_clear_passwords_in_realm()
+            if entry.get("realm") == self._realm and entry["username"].startswith(f"{self._owner}.")
+        }
+        for username in names:
+            with contextlib.suppress(CredentialNotExistException):
+                self._manager.delete_password(username)
+        return len(names)
