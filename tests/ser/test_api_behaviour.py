@@ -218,3 +218,26 @@ def test_unknown_fields_are_kept_and_missing_counts_are_zero(harness, sim):
         for identity, counts in expected_records(sim, ws, ws + HOUR).items():
             record = by_key[(iso_z(ws), identity[1])]
             assert all(record[k] == v for k, v in counts.items())
+
+
+def test_a_cached_token_belongs_to_its_client_id(sim):
+    """A cached token is reused only by the client ID and token URL that obtained it;
+    an unreadable cache entry costs a token, nothing more."""
+    from mailsec.core.http import HttpClient
+    from mailsec.core.secrets import MemorySecretCache
+    from mailsec.ser.client import TOKEN_CACHE_NAME, SerClient
+    from mailsec.ser.config import SerAccount
+
+    account = SerAccount.from_fields(sim.account_fields())
+    with HttpClient(ca_bundle_pem=account.ca_bundle) as http:
+        cache = MemorySecretCache()
+        first = SerClient(account, http, token_cache=cache, clock=sim.clock.now)
+        first.token()
+        assert (
+            SerClient(account, http, token_cache=cache, clock=sim.clock.now)._token == first._token
+        )
+        other = SerAccount.from_fields(sim.account_fields(client_id="another-client"))
+        assert SerClient(other, http, token_cache=cache, clock=sim.clock.now)._token is None
+        cache.set(TOKEN_CACHE_NAME, "not json")
+        assert SerClient(account, http, token_cache=cache, clock=sim.clock.now)._token is None
+    assert sim.token_requests == 1

@@ -130,3 +130,45 @@ def test_validation_accepts_good_values(setup):
     stanza = {**setup["stanzas"]["ser_report://main"], "max_requests_per_minute": "1000"}
     result = modinput.validate(setup["script"], "ser_report://good", stanza, **setup["kwargs"])
     assert result.ok, result.message
+
+
+def test_the_token_is_reused_across_runs_from_encrypted_storage(
+    setup, live_sim, splunkd, secret_scan
+):
+    """splunkd starts a new process every interval: the second run reuses the token
+    kept in storage/passwords instead of asking for a new one; it never reaches a
+    log, an event or a .conf file."""
+    first = modinput.run(setup["script"], setup["stanzas"], timeout=120, **setup["kwargs"])
+    first.assert_clean_exit()
+    for token in list(live_sim._tokens):
+        secret_scan.add(token, name="ser access token")
+    forget_checkpoint(splunkd)  # so that the second run calls the API again
+    second = modinput.run(setup["script"], setup["stanzas"], timeout=120, **setup["kwargs"])
+    second.assert_clean_exit()
+    assert len(summaries(second.events)) == len(summaries(first.events)) > 0
+    secret_scan.watch("first run", first)
+    secret_scan.watch("second run", second)
+    assert live_sim.token_requests == 1
+    realm = "__REST_CREDENTIAL__#TA_mailsec#token_cache"
+    assert splunkd.get_password(realm, "ser_report.main.ser_access_token")
+
+
+def test_an_expired_cached_token_is_replaced_once(setup, live_sim, splunkd):
+    first = modinput.run(setup["script"], setup["stanzas"], timeout=120, **setup["kwargs"])
+    first.assert_clean_exit()
+    live_sim.expire_tokens()  # the cached token is now refused with 401
+    forget_checkpoint(splunkd)
+    second = modinput.run(setup["script"], setup["stanzas"], timeout=120, **setup["kwargs"])
+    second.assert_clean_exit()
+    assert len(summaries(second.events)) == len(summaries(first.events)) > 0
+    assert live_sim.token_requests == 2
+
+
+def forget_checkpoint(splunkd) -> None:
+    from mailsec.adapters.kvstore import KVStoreCheckpointStore
+    from mailsec.adapters.splunkd import Splunkd
+
+    store = KVStoreCheckpointStore(
+        Splunkd(splunkd.server_uri, splunkd.session_key), "ta_mailsec_ser_report_checkpoints"
+    )
+    store.delete("main")

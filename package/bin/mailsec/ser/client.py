@@ -9,7 +9,9 @@ gone from Python 3.13, so uudecoding uses `binascii.a2b_uu` line by line.
 from __future__ import annotations
 
 import binascii
+import hashlib
 import json
+import logging
 import time
 from datetime import datetime
 from typing import Any, Callable, Optional
@@ -17,6 +19,7 @@ from typing import Any, Callable, Optional
 import requests
 
 from mailsec.core.http import HttpClient
+from mailsec.core.secrets import SecretCache
 from mailsec.core.timeutil import format_ser
 from mailsec.ser.config import SerAccount
 
@@ -25,6 +28,7 @@ SUMMARY_PATH = "/v1/sercustomer/report/summary"
 # short-lived token is still reused).
 TOKEN_RENEW_MARGIN = 300.0
 VENDOR_MESSAGE_LIMIT = 500
+TOKEN_CACHE_NAME = "ser_access_token"  # noqa: S105 (a cache entry name)
 
 
 class SerApiError(Exception):
@@ -105,6 +109,8 @@ class SerClient:
         http: HttpClient,
         *,
         clock: Callable[[], float] = time.time,
+        token_cache: Optional[SecretCache] = None,
+        logger: Optional[logging.Logger] = None,
     ) -> None:
         self.account = account
         self.http = http
@@ -112,6 +118,35 @@ class SerClient:
         self._token: Optional[str] = None
         self._renew_at = 0.0
         self.token_requests = 0
+        # splunkd starts a new process every interval: the cache (encrypted
+        # storage/passwords) lets the next runs reuse the token until it expires.
+        self._cache = token_cache
+        self._log = logger or logging.getLogger("ta_mailsec.ser")
+        self._issuer = hashlib.sha256(
+            f"{account.auth_url}\n{account.client_id}".encode()
+        ).hexdigest()[:16]
+        self._load_cached_token()
+
+    def _load_cached_token(self) -> None:
+        if self._cache is None:
+            return
+        try:
+            cached = json.loads(self._cache.get(TOKEN_CACHE_NAME) or "null")
+        except Exception as error:  # a cache that cannot be read costs a token, no more
+            self._log.warning("ser_token_cache action=read_failed error=%s", type(error).__name__)
+            return
+        if isinstance(cached, dict) and cached.get("issuer") == self._issuer:
+            self._token = cached.get("access_token") or None
+            self._renew_at = float(cached.get("renew_at") or 0.0)
+
+    def _store_token(self) -> None:
+        if self._cache is None:
+            return
+        value = {"issuer": self._issuer, "access_token": self._token, "renew_at": self._renew_at}
+        try:
+            self._cache.set(TOKEN_CACHE_NAME, json.dumps(value))
+        except Exception as error:
+            self._log.warning("ser_token_cache action=write_failed error=%s", type(error).__name__)
 
     def _fetch_token(self) -> str:
         self.token_requests += 1
@@ -137,6 +172,7 @@ class SerClient:
         margin = min(TOKEN_RENEW_MARGIN, expires_in / 10.0)
         self._token = token
         self._renew_at = self._clock() + max(0.0, expires_in - margin)
+        self._store_token()
         return token
 
     def token(self) -> str:

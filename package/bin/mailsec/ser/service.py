@@ -272,7 +272,9 @@ def run(run: InputRun) -> None:
         sleep=sleep,
         wall_clock=clock,
     ) as http:
-        client = SerClient(account, http, clock=clock)
+        client = SerClient(
+            account, http, clock=clock, token_cache=run.secret_cache, logger=run.logger
+        )
         poller = SerPoller(run, config, client, clock=clock)
         error: Optional[str] = None
         try:
