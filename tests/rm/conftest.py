@@ -13,6 +13,7 @@ from typing import Any, Optional
 import pytest
 
 from harness.certs import TestCA
+from mailsec.core.secrets import MemorySecretCache
 from mailsec.rm import action
 from mailsec.rm.pem_cache import TEMP_PREFIX
 from rm.simulator import RmSimulator, standard_setup
@@ -100,22 +101,19 @@ def read_stash(splunk_home: Path) -> tuple[list, list]:
     return headers, events
 
 
-class MemorySecrets:
-    """storage/passwords as the action sees it (secret / set_secret), in memory."""
+class MemorySecrets(MemorySecretCache):
+    """The certificate cache in memory, counting writes, able to refuse them."""
 
     def __init__(self) -> None:
-        self.values: dict = {}
+        super().__init__()
         self.writes = 0
         self.fail_writes = False
 
-    def secret(self, realm, user):
-        return self.values.get((realm, user))
-
-    def set_secret(self, realm, user, value):
+    def set(self, name, value):
         if self.fail_writes:
-            raise PermissionError("splunkd answered 403 to POST storage")
+            raise PermissionError("splunkd answered 403 to POST storage/passwords")
         self.writes += 1
-        self.values[(realm, user)] = value
+        super().set(name, value)
 
 
 @pytest.fixture
@@ -181,7 +179,7 @@ def run_action(tmp_path, sim, client_cert, ca):
             rng=lambda: 0.0,
             read_timeout=read_timeout,
             connect_timeout=2.0,
-            secret_store=store,
+            cert_cache=store,
         )
         if now is not None:
             runtime.now = now
@@ -192,11 +190,4 @@ def run_action(tmp_path, sim, client_cert, ca):
         log_file.unlink(missing_ok=True)
         return Run(status, events, log, sleeps, len(reads), headers, runtime.timings)
 
-    yield run
-    # the modalert logger is process-wide: drop its handler on this test's folder
-    import logging
-
-    logger = logging.getLogger("rm_send_mail_modalert")
-    for handler in list(logger.handlers):
-        handler.close()
-        logger.removeHandler(handler)
+    return run

@@ -20,9 +20,8 @@ def store():
 
 
 def cache_entry(store) -> dict:
-    [(realm, user)] = store.values
-    assert (realm, user) == (pem_cache.CACHE_REALM, "rm1")
-    return json.loads(store.values[(realm, user)])
+    assert list(store.values) == ["rm1"]
+    return json.loads(store.values["rm1"])
 
 
 def no_pkcs12(monkeypatch):
@@ -42,7 +41,7 @@ def test_first_send_fills_the_cache_and_the_next_uses_it(
     assert entry["p12_sha256"] == pem_cache.fingerprint(fields["client_certificate"])
     assert entry["sender"] == SENDER and "CN=splunk-rm" in entry["subject"]
     assert entry["key_pem_encrypted"].startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
-    text = store.values[(pem_cache.CACHE_REALM, "rm1")]
+    text = store.values["rm1"]
     assert "BEGIN PRIVATE KEY" not in text and P12_PASSWORD not in text
     assert client_cert.key_pem.decode() not in text
 
@@ -96,7 +95,7 @@ def test_an_expired_certificate_is_refused_from_the_cache(
 def test_a_damaged_entry_is_a_miss(run_action, sim, client_cert, ca, store):
     fields = account_fields(sim, client_cert, ca)
     run_action(account=fields, store=store)
-    key = (pem_cache.CACHE_REALM, "rm1")
+    key = "rm1"
     entry = json.loads(store.values[key])
     body = entry["key_pem_encrypted"].splitlines()
     body[3] = base64.b64encode(b"\x00" * 48).decode()  # corrupt key bytes

@@ -1,11 +1,11 @@
 """An account, the settings tabs and the add-on's own secrets, read from splunkd
-with `http.client` over one keep-alive connection.
+over one keep-alive connection (mailsec.core.lean_http).
 
 Same result as `config.load_account` / `config.load_settings` (encrypted fields put
 back from storage/passwords, empty values as None), for a process that must start
-fast: an alert action is a new process for every mail, and solnlib (with requests)
-or even splunklib's `binding` cost more to import than a whole curl run. Modular
-inputs keep solnlib.
+fast: an alert action is a new process for every mail, and solnlib (with requests),
+splunklib's `binding` or even http.client cost more to import than a whole curl
+run. Modular inputs keep solnlib.
 
 splunkd's management certificate is not verified, as splunklib and solnlib do not
 verify it: it is self-signed by default, and the URI comes from splunkd itself.
@@ -18,7 +18,6 @@ add-on's own entries (`set_secret`) are written the same way.
 
 from __future__ import annotations
 
-import http.client
 import json
 import ssl
 from typing import Optional
@@ -32,6 +31,7 @@ from mailsec.adapters.settings import (
     conf_for_tab,
     conf_realm,
 )
+from mailsec.core.lean_http import Connection
 from mailsec.core.params import ConfigError
 
 CRED_SEP = "``splunk_cred_sep``"
@@ -95,23 +95,20 @@ class LeanSplunkd:
         self._headers = {"Authorization": f"Splunk {session_key}"}
         self._base = f"/servicesNS/nobody/{quote(app, safe='')}/"
         self._timeout = timeout
-        self._connection: Optional[http.client.HTTPConnection] = None
+        self._connection: Optional[Connection] = None
         #: storage/passwords entries (content) of every realm of the add-on
         self._prefetched: Optional[list[dict]] = None
 
-    def _connect(self) -> http.client.HTTPConnection:
+    def _connect(self) -> Connection:
         if self._connection is None:
+            context = None
             if self._https:
                 context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE  # as splunklib: see the module doc
-                self._connection = http.client.HTTPSConnection(
-                    self._host, self._port, timeout=self._timeout, context=context
-                )
-            else:
-                self._connection = http.client.HTTPConnection(
-                    self._host, self._port, timeout=self._timeout
-                )
+            self._connection = Connection(
+                self._host, self._port, context=context, timeout=self._timeout
+            )
         return self._connection
 
     def close(self) -> None:
@@ -122,32 +119,29 @@ class LeanSplunkd:
     def request(
         self, method: str, path: str, query: Optional[dict] = None, form: Optional[dict] = None
     ) -> tuple[int, Optional[dict]]:
-        """(status, JSON answer) of one call; reconnects once if a kept-alive
-        connection was closed by splunkd in between."""
+        """(status, JSON answer) of one call. A GET on a kept-alive connection that
+        splunkd closed in between is sent again once on a new connection."""
         target = self._base + path + "?" + urlencode({"output_mode": "json", **(query or {})})
         headers = dict(self._headers)
-        body = None
+        body = b""
         if form is not None:
             body = urlencode(form).encode("utf-8")
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         for attempt in (1, 2):
             connection = self._connect()
+            reused = connection.sock is not None
             try:
-                connection.request(method, target, body=body, headers=headers)
-                response = connection.getresponse()
-                data = response.read()
+                connection.request(method, target, body, headers)
+                response = connection.response(method)
                 break
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            except OSError as error:
                 self.close()
-                if attempt == 2 or method != "GET":
-                    raise SplunkdError("splunkd closed the connection") from None
-            except (OSError, http.client.HTTPException) as error:
-                self.close()
-                raise SplunkdError(f"splunkd cannot be reached: {error}") from None
+                if not (reused and attempt == 1 and method == "GET"):
+                    raise SplunkdError(f"splunkd cannot be reached: {error}") from None
         if response.will_close:
             self.close()
         try:
-            document = json.loads(data.decode("utf-8")) if data else None
+            document = json.loads(response.body.decode("utf-8")) if response.body else None
         except ValueError:
             document = None
         return response.status, document
@@ -213,7 +207,7 @@ class LeanSplunkd:
         and an end marker), then remove chunks left over from a longer older value."""
         existing = {
             index
-            for content in self._password_entries(realm)
+            for content in self._entries(realm)
             if content.get("realm") == realm
             for name, index in [split_chunk(content.get("username") or "")]
             if name == user and index is not None
@@ -232,6 +226,17 @@ class LeanSplunkd:
             self._call("DELETE", _entry_path(realm, f"{user}{CRED_SEP}{index}"))
         self._prefetched = None  # read again when next asked
 
+    def delete_secret(self, realm: str, user: str) -> None:
+        for content in self._entries(realm):
+            name, _index = split_chunk(content.get("username") or "")
+            if content.get("realm") == realm and name == user:
+                self._call("DELETE", _entry_path(realm, content["username"]))
+        self._prefetched = None
+
+    def secret_cache(self, realm: str) -> RealmCache:
+        """One realm as a core.secrets.SecretCache (names are user names)."""
+        return RealmCache(self, realm)
+
     def _post(self, path: str, form: dict) -> None:
         self._call("POST", path, form)
 
@@ -240,6 +245,21 @@ class LeanSplunkd:
         if status >= 300:
             where = path.split("?")[0]
             raise SplunkdError(f"splunkd answered {status} to {method} {where}", status)
+
+
+class RealmCache:
+    def __init__(self, splunkd: LeanSplunkd, realm: str) -> None:
+        self._splunkd = splunkd
+        self._realm = realm
+
+    def get(self, name: str) -> Optional[str]:
+        return self._splunkd.secret(self._realm, name)
+
+    def set(self, name: str, value: str) -> None:
+        self._splunkd.set_secret(self._realm, name, value)
+
+    def delete(self, name: str) -> None:
+        self._splunkd.delete_secret(self._realm, name)
 
 
 def _entry_path(realm: str, user: str) -> str:

@@ -13,7 +13,6 @@ import hashlib
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 from mailsec.core.timeutil import Instant, iso_z, to_epoch
@@ -27,14 +26,39 @@ _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=s
 _COMPACT_ASCII = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str)
 
 
-@dataclass(frozen=True)
 class Event:
-    time: float
-    sourcetype: str
-    data: Mapping[str, Any]
-    index: Optional[str] = None
-    source: Optional[str] = None
-    host: Optional[str] = None
+    """One event, immutable. A plain class rather than a dataclass: importing
+    `dataclasses` (with `inspect`) costs a per-process start-up time the alert
+    action, a new process per mail, cannot afford."""
+
+    __slots__ = ("data", "host", "index", "source", "sourcetype", "time")
+    _FIELDS = ("time", "sourcetype", "data", "index", "source", "host")
+
+    def __init__(
+        self,
+        time: float,
+        sourcetype: str,
+        data: Mapping[str, Any],
+        index: Optional[str] = None,
+        source: Optional[str] = None,
+        host: Optional[str] = None,
+    ) -> None:
+        for name, value in zip(self._FIELDS, (time, sourcetype, data, index, source, host)):
+            object.__setattr__(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: an Event is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # data is a mapping
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._FIELDS)
+        return f"Event({fields})"
 
     def to_json(self) -> str:
         text = _COMPACT.encode(self.data)

@@ -9,23 +9,23 @@ before any network call.
 from __future__ import annotations
 
 import json
-import logging
 import os
-import random
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 from mailsec.adapters import settings as names
 from mailsec.adapters.alert import modalert_logger, write_stash
 from mailsec.core.events import build_event
 from mailsec.core.params import ConfigError
-from mailsec.rm import codes, pem_cache, render, validate
+from mailsec.rm import codes, pem_cache, validate
 from mailsec.rm.config import RmAccount, RmActionConfig
+
+# The action is a new process per mail, started without bytecode caching: modules
+# only some mails need (result tables, cryptography, random for retry jitter) are
+# imported where they are needed, and none of dataclasses, logging, http.client.
 
 ACTION = "rm_send_mail"
 SOURCETYPE = "rm:mail:send"
@@ -38,34 +38,55 @@ EXIT_REFUSED = 3  # RM answered with a code other than DONE
 EXIT_FAILED = 4  # transport failure, unknown code, or an internal error
 
 
-@dataclass
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 class Runtime:
     """What a run takes from its surroundings; tests replace parts of it."""
 
-    splunk_home: Path
-    load_account: Optional[Callable[[str, str], dict]] = None  # (tab, name) -> fields
-    load_settings: Optional[Callable[[], dict]] = None
-    # secret(realm, user) -> Optional[str], set_secret(realm, user, value): the
-    # certificate cache in storage/passwords; None: no cache
-    secret_store: Any = None
-    sleep: Callable[[float], None] = time.sleep
-    rng: Callable[[], float] = random.random
-    clock: Callable[[], float] = time.monotonic
-    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    timings: dict = field(default_factory=dict)
+    def __init__(
+        self,
+        splunk_home,
+        load_account: Optional[Callable[[str, str], dict]] = None,  # (tab, name) -> fields
+        load_settings: Optional[Callable[[], dict]] = None,
+        cert_cache: Any = None,  # a core.secrets.SecretCache keyed by account; None: none
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Optional[Callable[[], float]] = None,  # None: rm.client's jitter
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = _utcnow,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+    ) -> None:
+        self.splunk_home = splunk_home
+        self.load_account = load_account
+        self.load_settings = load_settings
+        self.cert_cache = cert_cache
+        self.sleep = sleep
+        self.rng = rng
+        self.clock = clock
+        self.now = now
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.timings: dict = {}
 
 
-@dataclass
 class Outcome:
-    code: str
-    detail: Optional[str] = None
-    attempts: int = 0
-    latency_ms: Optional[int] = None
-    http_status: Optional[int] = None
-    sent: bool = False
-    extra: dict = field(default_factory=dict)
+    def __init__(
+        self,
+        code: str,
+        detail: Optional[str] = None,
+        attempts: int = 0,
+        latency_ms: Optional[int] = None,
+        http_status: Optional[int] = None,
+        sent: bool = False,
+    ) -> None:
+        self.code = code
+        self.detail = detail
+        self.attempts = attempts
+        self.latency_ms = latency_ms
+        self.http_status = http_status
+        self.sent = sent
 
 
 def exit_status(outcome: Outcome) -> int:
@@ -126,6 +147,8 @@ def _send(payload, configuration, context, runtime: Runtime, logger) -> Outcome:
     text, html = config.text, config.html
     rows = None
     if config.include_results == "table":
+        from mailsec.rm import render
+
         table = render.read_results(payload.get("results_file"), config.max_rows)
         if table is not None:
             text, html = render.append_table(text, html, table)
@@ -202,11 +225,11 @@ def _load_certificate(name: str, account: RmAccount, ssl_context, runtime: Runti
     this PKCS#12, else from the PKCS#12. Returns (certificate, cache entry to store
     or None), or (Outcome, None) when the certificate cannot be used."""
     p12_sha256 = pem_cache.fingerprint(account.client_certificate)
-    store = runtime.secret_store if account.certificate_password else None
+    store = runtime.cert_cache if account.certificate_password else None
     cached = None
     if store is not None:
         try:
-            cached = pem_cache.read_entry(store.secret(pem_cache.CACHE_REALM, name), p12_sha256)
+            cached = pem_cache.read_entry(store.get(name), p12_sha256)
         except Exception as error:  # the cache is an optimisation: never a failure
             logger.warning("cannot read the certificate cache: %s", error)
     if cached is not None:
@@ -258,7 +281,7 @@ def _validity(cached) -> str:
 
 def _store_in_cache(name: str, entry: str, runtime: Runtime, logger) -> None:
     try:
-        runtime.secret_store.set_secret(pem_cache.CACHE_REALM, name, entry)
+        runtime.cert_cache.set(name, entry)
         runtime.timings["certificate_cached"] = True
     except Exception as error:  # e.g. a user without the right to write storage/passwords
         logger.warning(
@@ -280,7 +303,8 @@ def _proxy(settings: dict):
     return Proxy(proxy["host"], proxy["port"], proxy["username"], proxy["password"])
 
 
-def _record(outcome: Outcome, context: dict, runtime: Runtime, logger: logging.Logger) -> int:
+def _record(outcome: Outcome, context: dict, runtime: Runtime, logger) -> int:
+    started = runtime.clock()
     info = codes.describe(outcome.code)
     recipients = context.get("recipients")
     fields = {
@@ -326,9 +350,13 @@ def _record(outcome: Outcome, context: dict, runtime: Runtime, logger: logging.L
     except OSError as error:
         logger.error("cannot write the outcome event to the spool folder: %s", error)
         status = status or EXIT_FAILED
+    runtime.timings["record_ms"] = round((runtime.clock() - started) * 1000)
     if os.environ.get(TIMINGS_ENV) == "1":
         # whether the PKCS#12 library was loaded tells a cache hit from a miss
         runtime.timings["cryptography_imported"] = "cryptography" in sys.modules
+        started = getattr(sys.modules.get("__main__"), "STARTED", None)
+        if started is not None:  # the script's own start: the rest is the interpreter's
+            runtime.timings["script_ms"] = round((time.perf_counter() - started) * 1000)
         print(json.dumps({"phases_ms": runtime.timings}), file=sys.stderr)
     return status
 
@@ -349,7 +377,7 @@ def run_payload(payload: Mapping[str, Any], runtime: Runtime) -> int:
     splunkd = LeanSplunkd(payload["server_uri"], payload["session_key"])
     runtime.load_account = lambda tab, name: load_account(splunkd, tab, name)
     runtime.load_settings = lambda: load_settings(splunkd)
-    runtime.secret_store = splunkd
+    runtime.cert_cache = splunkd.secret_cache(pem_cache.CACHE_REALM)
     try:
         return run(payload, runtime)
     finally:

@@ -1,9 +1,10 @@
 """POST one mail to Release Manager with the client certificate, retrying only where
 no mail can have been sent.
 
-Built on `http.client` and `ssl` rather than the shared requests-based HttpClient:
-an alert action is a new process per mail, and importing requests alone takes
-longer than a whole curl run (see docs/rm.md, "Benchmark"). The retry rule is the
+Built on `ssl` and mailsec.core.lean_http rather than the shared requests-based
+HttpClient: an alert action is a new process per mail, and importing requests (or
+even http.client) takes longer than a whole curl run (see docs/rm.md,
+"Benchmark"). The retry rule is the
 shared one, `NO_REPEAT_AFTER_SEND` of mailsec.core.http: connection refused, TLS
 handshake failures and 503 are retried; a read timeout or a connection lost after
 the request left never is, since RM may have sent the mail.
@@ -12,16 +13,15 @@ the request left never is, since RM may have sent the mail.
 from __future__ import annotations
 
 import base64
-import http.client
 import json
-import random
 import select
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
 from typing import Callable, Optional
 from urllib.parse import quote
+
+from mailsec.core.lean_http import Connection
 
 MAX_ATTEMPTS = 3  # as NO_REPEAT_AFTER_SEND
 BACKOFF_BASE = 1.0
@@ -30,23 +30,27 @@ VERDICT_WAIT = 0.1  # seconds a TLS 1.3 server has to accept or refuse our certi
 USER_AGENT = "TA_mailsec/1.0"
 
 
-@dataclass(frozen=True)
 class Proxy:
-    host: str
-    port: int
-    username: Optional[str] = None
-    password: Optional[str] = field(default=None, repr=False)
+    __slots__ = ("host", "password", "port", "username")
+
+    def __init__(
+        self, host: str, port: int, username: Optional[str] = None, password: Optional[str] = None
+    ) -> None:
+        self.host, self.port, self.username, self.password = host, port, username, password
+
+    def __repr__(self) -> str:  # never the password
+        return f"Proxy({self.host!r}, {self.port!r}, username={self.username!r})"
 
 
-@dataclass
 class SendResult:
-    code: str
-    attempts: int
-    latency_ms: int
-    http_status: Optional[int] = None
-    detail: Optional[str] = None
-    sent: bool = False  # the request left this host at least once
-    phases: dict = field(default_factory=dict)  # milliseconds of the last attempt
+    def __init__(self) -> None:
+        self.code = ""
+        self.attempts = 0
+        self.latency_ms = 0
+        self.http_status: Optional[int] = None
+        self.detail: Optional[str] = None
+        self.sent = False  # the request left this host at least once
+        self.phases: dict = {}  # milliseconds of the last attempt
 
 
 class _Retryable(Exception):
@@ -114,7 +118,7 @@ class RmClient:
         max_attempts: int = MAX_ATTEMPTS,
         backoff_base: float = BACKOFF_BASE,
         sleep: Callable[[float], None] = time.sleep,
-        rng: Callable[[], float] = random.random,
+        rng: Optional[Callable[[], float]] = None,
         clock: Callable[[], float] = time.monotonic,
         log: Optional[Callable[[str], None]] = None,
     ) -> None:
@@ -126,7 +130,7 @@ class RmClient:
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self._sleep = sleep
-        self._rng = rng
+        self._rng = rng or jitter
         self._clock = clock
         self._log = log or (lambda message: None)
 
@@ -136,7 +140,7 @@ class RmClient:
     def send(self, whitelist_name: str, mail: dict) -> SendResult:
         body = json.dumps(mail, ensure_ascii=False).encode("utf-8")
         started = self._clock()
-        result = SendResult(code="", attempts=0, latency_ms=0)
+        result = SendResult()
         for attempt in range(1, self.max_attempts + 1):
             result.attempts = attempt
             try:
@@ -155,20 +159,22 @@ class RmClient:
         result.latency_ms = round((self._clock() - started) * 1000)
         return result
 
-    def _connection(self) -> http.client.HTTPSConnection:
+    def _connection(self) -> Connection:
         if self.proxy is None:
-            return http.client.HTTPSConnection(
+            return Connection(
                 self.host, self.port, context=self.context, timeout=self.connect_timeout
             )
-        connection = http.client.HTTPSConnection(
-            self.proxy.host, self.proxy.port, context=self.context, timeout=self.connect_timeout
-        )
         headers = {}
         if self.proxy.username:
             token = f"{self.proxy.username}:{self.proxy.password or ''}".encode()
             headers["Proxy-Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
-        connection.set_tunnel(self.host, self.port, headers=headers)
-        return connection
+        return Connection(
+            self.host,
+            self.port,
+            context=self.context,
+            timeout=self.connect_timeout,
+            proxy=(self.proxy.host, self.proxy.port, headers),
+        )
 
     def _attempt(self, path: str, body: bytes, result: SendResult) -> None:
         connection = self._connection()
@@ -186,12 +192,18 @@ class RmClient:
                     result.code, result.detail = "TLS_HANDSHAKE_FAILED", _reason(error)
                     return
                 raise _Retryable("TLS_HANDSHAKE_FAILED", _reason(error)) from None
-            except (OSError, http.client.HTTPException) as error:
+            except OSError as error:
                 raise _Retryable("CONNECTION_FAILED", _reason(error)) from None
             handshake = self._clock()
             result.phases["tls_handshake_ms"] = _ms(handshake - began)
             connection.sock.settimeout(self.read_timeout)
             deadline = handshake + self.read_timeout
+
+            def within_deadline() -> None:
+                # a per-read timeout alone does not stop a server that trickles bytes
+                if self._clock() > deadline:
+                    raise socket.timeout("the answer did not arrive within the read timeout")
+
             try:
                 connection.request(
                     "POST",
@@ -201,16 +213,17 @@ class RmClient:
                         "Content-Type": "application/json",
                         "Accept": "application/json",
                         "User-Agent": USER_AGENT,
+                        "Connection": "close",
                     },
                 )
                 result.sent = True
-                response = connection.getresponse()
-                answer = _read_capped(response, deadline, self._clock)
-            except (OSError, http.client.HTTPException) as error:
+                response = connection.response("POST", MAX_ANSWER_BYTES, within_deadline)
+            except OSError as error:
                 result.code, result.detail = "NO_ANSWER", _reason(error)
                 return
             result.phases["request_ms"] = _ms(self._clock() - handshake)
             result.http_status = response.status
+            answer = response.body
             code = _code_of(answer)
             if code is None and response.status == 503:
                 raise _Retryable("SERVICE_UNAVAILABLE", "HTTP 503 Service Unavailable")
@@ -223,19 +236,10 @@ class RmClient:
             connection.close()
 
 
-def _read_capped(response: http.client.HTTPResponse, deadline: float, clock) -> bytes:
-    """The answer body, within the request's deadline: a per-read timeout alone does
-    not stop a server that trickles one byte at a time."""
-    chunks, size = [], 0
-    while size < MAX_ANSWER_BYTES:
-        if clock() > deadline:
-            raise socket.timeout("the answer did not arrive within the read timeout")
-        chunk = response.read1(4096)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
+def jitter() -> float:
+    import random  # only when a retry waits
+
+    return random.random()  # noqa: S311  (backoff jitter, not cryptography)
 
 
 def _code_of(answer: bytes) -> Optional[str]:

@@ -7,15 +7,32 @@ administrator should do, so that a failed alert explains itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
-
-@dataclass(frozen=True)
 class CodeInfo:
-    code: str
-    range: str
-    explanation: str
-    action_to_take: str
+    """One code's range, meaning and measure (a plain class: see rm.action)."""
+
+    __slots__ = ("action_to_take", "code", "explanation", "range")
+
+    def __init__(self, code: str, range: str, explanation: str, action_to_take: str) -> None:
+        self.code = code
+        self.range = range
+        self.explanation = explanation
+        self.action_to_take = action_to_take
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CodeInfo):
+            return NotImplemented
+        return (self.code, self.range, self.explanation, self.action_to_take) == (
+            other.code,
+            other.range,
+            other.explanation,
+            other.action_to_take,
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"CodeInfo({self.code!r}, {self.range!r})"
 
 
 DONE = "DONE"

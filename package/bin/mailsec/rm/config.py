@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Optional
 
 from mailsec.core import params as p
@@ -22,17 +21,51 @@ PARAMETERS = (
 INCLUDE_RESULTS = ("none", "table")
 
 
-@dataclass(frozen=True)
-class RmActionConfig:
-    account: str
-    to: str
-    subject: Optional[str] = None
-    text: Optional[str] = None
-    html: Optional[str] = None
-    important: bool = False
-    include_results: str = "none"
-    max_rows: int = 50
-    result_index: str = "main"
+class _Fields:
+    """Plain attribute holders (not dataclasses: see rm.action), equal when their
+    fields are; `_SECRET` fields stay out of repr."""
+
+    __slots__ = ()
+    _SECRET: tuple = ()
+
+    def __init__(self, **values) -> None:
+        for name in self.__slots__:
+            setattr(self, name, values.pop(name, getattr(type(self), "_DEFAULTS", {}).get(name)))
+        if values:
+            raise TypeError(f"unknown fields: {', '.join(sorted(values))}")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{n}={getattr(self, n)!r}" for n in self.__slots__ if n not in self._SECRET
+        )
+        return f"{type(self).__name__}({shown})"
+
+
+class RmActionConfig(_Fields):
+    __slots__ = (
+        "account",
+        "html",
+        "important",
+        "include_results",
+        "max_rows",
+        "result_index",
+        "subject",
+        "text",
+        "to",
+    )
+    _DEFAULTS = {
+        "important": False,
+        "include_results": "none",
+        "max_rows": 50,
+        "result_index": "main",
+    }
 
     @classmethod
     def from_params(cls, params: Mapping[str, Optional[str]]) -> RmActionConfig:
@@ -49,13 +82,16 @@ class RmActionConfig:
         )
 
 
-@dataclass(frozen=True)
-class RmAccount:
-    hostname: str
-    whitelist_name: str
-    client_certificate: str = field(repr=False)  # base64 of the PKCS#12 file's bytes
-    certificate_password: Optional[str] = field(default=None, repr=False)
-    ca_bundle: Optional[str] = None
+class RmAccount(_Fields):
+    # client_certificate: the base64 of the PKCS#12 file's bytes
+    __slots__ = (
+        "ca_bundle",
+        "certificate_password",
+        "client_certificate",
+        "hostname",
+        "whitelist_name",
+    )
+    _SECRET = ("client_certificate", "certificate_password")
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, Optional[str]]) -> RmAccount:

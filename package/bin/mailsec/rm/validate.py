@@ -6,14 +6,25 @@ A request RM would refuse is reported with RM's own code and never sent.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Optional
 
 
-@dataclass(frozen=True)
 class Recipients:
-    addresses: tuple[str, ...]
-    changed: bool  # trimming or lower-casing altered at least one entry
+    __slots__ = ("addresses", "changed")
+
+    def __init__(self, addresses: tuple[str, ...], changed: bool) -> None:
+        self.addresses = addresses
+        self.changed = changed  # trimming or lower-casing altered at least one entry
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Recipients):
+            return NotImplemented
+        return (self.addresses, self.changed) == (other.addresses, other.changed)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Recipients({self.addresses!r}, changed={self.changed!r})"
 
     @property
     def domains(self) -> list[str]:
