@@ -23,7 +23,9 @@ def main(argv, stdin):
 
     import import_declare_test  # noqa: F401  (puts ../lib first on sys.path)
 
+    from mailsec.adapters import lean_config  # noqa: F401  (imported here to be timed)
     from mailsec.adapters.alert import splunk_home
+    from mailsec.rm import client  # noqa: F401  (idem)
     from mailsec.rm.action import Runtime, run_payload
 
     runtime = Runtime(splunk_home=splunk_home(__file__))

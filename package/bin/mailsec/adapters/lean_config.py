@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import ssl
 from typing import Optional
-from urllib.parse import quote, urlencode, urlsplit
 
 from mailsec import APP_NAME
 from mailsec.adapters.settings import (
@@ -31,7 +30,7 @@ from mailsec.adapters.settings import (
     conf_for_tab,
     conf_realm,
 )
-from mailsec.core.lean_http import Connection
+from mailsec.core.lean_http import Connection, form_encode, quote, split_uri
 from mailsec.core.params import ConfigError
 
 CRED_SEP = "``splunk_cred_sep``"
@@ -88,12 +87,12 @@ class LeanSplunkd:
     def __init__(
         self, server_uri: str, session_key: str, app: str = APP_NAME, timeout: float = 30.0
     ) -> None:
-        parts = urlsplit(server_uri)
-        self._host = parts.hostname or "127.0.0.1"
-        self._port = parts.port or 8089
-        self._https = (parts.scheme or "https") == "https"
+        scheme, host, port = split_uri(server_uri)
+        self._host = host or "127.0.0.1"
+        self._port = port or 8089
+        self._https = scheme == "https"
         self._headers = {"Authorization": f"Splunk {session_key}"}
-        self._base = f"/servicesNS/nobody/{quote(app, safe='')}/"
+        self._base = f"/servicesNS/nobody/{quote(app)}/"
         self._timeout = timeout
         self._connection: Optional[Connection] = None
         #: storage/passwords entries (content) of every realm of the add-on
@@ -121,11 +120,11 @@ class LeanSplunkd:
     ) -> tuple[int, Optional[dict]]:
         """(status, JSON answer) of one call. A GET on a kept-alive connection that
         splunkd closed in between is sent again once on a new connection."""
-        target = self._base + path + "?" + urlencode({"output_mode": "json", **(query or {})})
+        target = self._base + path + "?" + form_encode({"output_mode": "json", **(query or {})})
         headers = dict(self._headers)
         body = b""
         if form is not None:
-            body = urlencode(form).encode("utf-8")
+            body = form_encode(form).encode("ascii")
             headers["Content-Type"] = "application/x-www-form-urlencoded"
         for attempt in (1, 2):
             connection = self._connect()
@@ -156,7 +155,7 @@ class LeanSplunkd:
         return document or {}
 
     def stanzas(self, conf: str, stanza: Optional[str] = None) -> dict[str, dict]:
-        path = f"configs/conf-{conf}" + (f"/{quote(stanza, safe='')}" if stanza else "")
+        path = f"configs/conf-{conf}" + (f"/{quote(stanza)}" if stanza else "")
         document = self._get(path, count=-1) if stanza is None else self._get(path)
         if document is None:
             return {}
@@ -266,7 +265,7 @@ def _entry_path(realm: str, user: str) -> str:
     def escape(text: str) -> str:
         return text.replace("\\", "\\\\").replace(":", "\\:")
 
-    return "storage/passwords/" + quote(f"{escape(realm)}:{escape(user)}:", safe="")
+    return "storage/passwords/" + quote(f"{escape(realm)}:{escape(user)}:")
 
 
 def _merge(fields: dict, secrets: dict) -> dict:

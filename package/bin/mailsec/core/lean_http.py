@@ -16,6 +16,39 @@ import socket
 
 MAX_HEAD = 65536  # status line and headers
 _NO_BODY_STATUS = (204, 304)
+# RFC 3986 unreserved characters: never percent-encoded (urllib.parse costs 2.5 ms
+# to import, with ipaddress)
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def quote(text: str) -> str:
+    """Percent-encode everything but unreserved characters (urllib's quote(safe=""))."""
+    return "".join(
+        chr(byte) if byte in _UNRESERVED else f"%{byte:02X}" for byte in text.encode("utf-8")
+    )
+
+
+def form_encode(fields: dict) -> str:
+    """name=value&... as application/x-www-form-urlencoded and query strings."""
+    return "&".join(f"{quote(str(name))}={quote(str(value))}" for name, value in fields.items())
+
+
+def split_uri(uri: str) -> tuple:
+    """(scheme, host, port or None) of `scheme://host[:port][/...]`; IPv6 hosts in
+    brackets."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        scheme, rest = "https", uri
+    authority = rest.split("/", 1)[0].rpartition("@")[2]
+    if authority.startswith("["):
+        host, _, tail = authority[1:].partition("]")
+        port = tail[1:] if tail.startswith(":") else ""
+    else:
+        host, _, port = authority.partition(":")
+    scheme = scheme.lower()
+    if port and not port.isdigit():
+        raise ValueError(f"bad port in {uri!r}")
+    return scheme, host, int(port) if port else None
 
 
 class ProtocolError(OSError):

@@ -6,7 +6,6 @@ Values reach us as strings, or None for an empty field (solnlib's ConfManager tu
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Optional
@@ -117,6 +116,8 @@ def cidr_list(params: Mapping[str, Optional[str]], name: str) -> list:
     raw = text(params, name)
     if raw is None:
         return []
+    import ipaddress  # here: the alert action, a process per mail, never needs it
+
     networks = []
     for item in raw.replace(";", ",").replace(" ", ",").split(","):
         if not item:

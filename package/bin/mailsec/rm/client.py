@@ -19,9 +19,8 @@ import socket
 import ssl
 import time
 from typing import Callable, Optional
-from urllib.parse import quote
 
-from mailsec.core.lean_http import Connection
+from mailsec.core.lean_http import Connection, quote
 
 MAX_ATTEMPTS = 3  # as NO_REPEAT_AFTER_SEND
 BACKOFF_BASE = 1.0
@@ -135,7 +134,7 @@ class RmClient:
         self._log = log or (lambda message: None)
 
     def path(self, whitelist_name: str) -> str:
-        return "/rest/mail/sendQueue/" + quote(whitelist_name, safe="")
+        return "/rest/mail/sendQueue/" + quote(whitelist_name)
 
     def send(self, whitelist_name: str, mail: dict) -> SendResult:
         body = json.dumps(mail, ensure_ascii=False).encode("utf-8")
