@@ -11,7 +11,9 @@ import pytest
 
 from harness.alert import run_alert
 from harness.proxy import ConnectProxy
-from rm.conftest import P12_PASSWORD, leftover_cert_dirs, read_stash
+from mailsec.rm import pem_cache
+from mailsec.rm.pem_cache import CACHE_REALM
+from rm.conftest import P12_PASSWORD, SENDER, leftover_cert_dirs, read_stash
 
 pytestmark = pytest.mark.slow
 
@@ -165,3 +167,52 @@ def test_needs_the_execute_flag(script, splunk_home):
         [sys.executable, "-S", str(script)], capture_output=True, text=True, timeout=30, input=""
     )
     assert done.returncode == 1 and "--execute" in done.stderr
+
+
+def phases(result) -> dict:
+    [line] = [x for x in result.stderr.splitlines() if x.startswith('{"phases_ms"')]
+    return json.loads(line)["phases_ms"]
+
+
+def test_certificate_cache_across_runs(
+    script, sim, account, splunkd, splunk_home, tmp_path, secret_scan, client_cert, ca
+):
+    """The first mail stores the PEM form in storage/passwords; the next one reads it
+    with the account's secrets and never loads cryptography; a new PKCS#12 replaces it."""
+    timed = {"TA_MAILSEC_RM_TIMINGS": "1"}
+    first, _, [event] = run(script, splunkd, splunk_home, tmp_path, env=timed)
+    first.assert_ok()
+    assert phases(first)["certificate_source"] == "pkcs12"
+    assert phases(first)["certificate_cached"] is True
+    stored = json.loads(splunkd.get_password(CACHE_REALM, "rm1"))
+    assert stored["p12_sha256"] == pem_cache.fingerprint(account["client_certificate"])
+    assert stored["key_pem_encrypted"].startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
+
+    splunkd.clear_log()
+    second, _, [event] = run(script, splunkd, splunk_home, tmp_path, env=timed)
+    second.assert_ok()
+    assert event["code"] == "DONE" and event["sender"] == SENDER
+    assert phases(second)["certificate_source"] == "cache"
+    assert phases(second)["cryptography_imported"] is False
+    calls = [(r.method, r.path.rsplit("/", 1)[-1]) for r in splunkd.requests_log]
+    assert calls == [("GET", "rm1"), ("GET", "passwords"), ("GET", "conf-ta_mailsec_settings")]
+
+    renewed = ca.issue_client("splunk-rm", email=SENDER)
+    p12 = base64.b64encode(renewed.to_pkcs12(P12_PASSWORD.encode())).decode()
+    secret_scan.add(p12, name="renewed PKCS#12")
+    secret_scan.add(renewed.key_pem.decode(), name="renewed key")
+    splunkd.add_account(
+        "rm_account",
+        "rm1",
+        {**account, "client_certificate": p12},
+        encrypted=("client_certificate", "certificate_password"),
+    )
+    third, _, [event] = run(script, splunkd, splunk_home, tmp_path, env=timed)
+    third.assert_ok()
+    assert phases(third)["certificate_source"] == "pkcs12"
+    assert json.loads(splunkd.get_password(CACHE_REALM, "rm1"))["p12_sha256"] == (
+        pem_cache.fingerprint(p12)
+    )
+    for result in (first, second, third):
+        secret_scan.watch("alert run", result)
+    assert len(sim.mailbox) == 3

@@ -187,7 +187,7 @@ class Connection:
         if "chunked" in headers.get("transfer-encoding", "").lower():
             parts, size = [], 0
             while True:
-                length = int(self._line(check).split(b";")[0].strip() or b"x", 16)
+                length = self._chunk_size(check)
                 if length == 0:
                     while self._line(check):  # trailers, up to the empty line
                         pass
@@ -215,6 +215,12 @@ class Connection:
         if will_close:
             self.close()
         return Response(status, reason, headers, body, will_close)
+
+    def _chunk_size(self, check) -> int:
+        text = self._line(check).split(b";")[0].strip()
+        if not text or text.strip(b"0123456789abcdefABCDEF"):
+            raise ProtocolError(f"bad chunk size {text[:20]!r}")
+        return int(text, 16)
 
     def _take_some(self, limit, check) -> bytes:
         while limit is None or len(self._buffer) < limit:
