@@ -3,9 +3,17 @@ side by side with curl posting the same body with the same client certificate to
 the same Release Manager simulator (mutual TLS). Prints one JSON line.
 
 The action runs as splunkd runs it (`python -S bin/rm_send_mail.py --execute`, the
-payload on stdin) from an installed copy of output/TA_mailsec, reading its account
-from the splunkd stand-in. With TA_MAILSEC_RM_TIMINGS=1 it prints its phase timings
-to stderr, which give the breakdown. Runs alternate so both see the same load.
+payload on stdin, PYTHONDONTWRITEBYTECODE=1) from an installed copy of
+output/TA_mailsec, reading its account from the splunkd stand-in. With
+TA_MAILSEC_RM_TIMINGS=1 it prints its phase timings to stderr, which give the
+breakdown. Runs alternate so all see the same load. The first round is not counted:
+it fills the page cache and the add-on's certificate cache (a first mail per
+account opens the PKCS#12; `first_send_ms` reports it).
+
+For reference only (the target is judged on the harness's condition): the same
+action with Python allowed to cache bytecode (outside the app, in a scratch
+PYTHONPYCACHEPREFIX), which is what compiling the add-on's modules on every mail
+costs.
 """
 
 from __future__ import annotations
@@ -85,7 +93,8 @@ def main() -> int:
             encrypted=("client_certificate", "certificate_password"),
         )
         url = f"https://{sim.hostname}/rest/mail/sendQueue/SplunkAlerts"
-        action_ms, curl_ms, curl_p12_ms, phases = [], [], [], []
+        action_ms, curl_ms, curl_p12_ms, phases, bytecode_ms = [], [], [], [], []
+        first_send_ms = None
         body_path = work / "body.json"
         for i in range(RUNS + 1):  # the first round warms the page cache, not counted
             result = run_alert(
@@ -107,8 +116,21 @@ def main() -> int:
             pkcs = ["curl", "-sS", "--cert-type", "P12", "--cert", p12_cert, *common]
             c = timed(pem)
             c12 = timed(pkcs)
+            cached = run_alert(
+                script,
+                configuration=CONFIGURATION,
+                results=[{"host": "web1"}],
+                server_uri=splunkd.server_uri,
+                session_key=splunkd.session_key,
+                splunk_home=home,
+                env={"PYTHONDONTWRITEBYTECODE": None, "PYTHONPYCACHEPREFIX": work / "pyc"},
+                timeout=60,
+            )
+            cached.assert_ok()
             if i == 0:
+                first_send_ms = round(result.duration * 1000, 1)
                 continue
+            bytecode_ms.append(cached.duration * 1000)
             action_ms.append(result.duration * 1000)
             curl_ms.append(c)
             curl_p12_ms.append(c12)
@@ -125,6 +147,7 @@ def main() -> int:
         "certificate_load": med("certificate_ms"),
         "tls_handshake": med("tls_handshake_ms"),
         "request": med("request_ms"),
+        "outcome_event_and_log": med("record_ms"),
     }
     action_median = statistics.median(action_ms)
     # the rest of the send phase: waiting for a TLS 1.3 server's verdict on the certificate
@@ -149,6 +172,14 @@ def main() -> int:
                 "curl_p12_median_ms": round(statistics.median(curl_p12_ms), 1),
                 "ratio_to_curl_p12": round(action_median / statistics.median(curl_p12_ms), 2),
                 "action_breakdown_median_ms": breakdown,
+                "certificate_source": sorted({p.get("certificate_source") for p in phases}),
+                "first_send_ms": first_send_ms,
+                "reference_action_with_bytecode_cache_median_ms": round(
+                    statistics.median(bytecode_ms), 1
+                ),
+                "reference_ratio_with_bytecode_cache": round(
+                    statistics.median(bytecode_ms) / statistics.median(curl_ms), 2
+                ),
             }
         )
     )

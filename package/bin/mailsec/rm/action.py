@@ -361,14 +361,6 @@ def _record(outcome: Outcome, context: dict, runtime: Runtime, logger) -> int:
     return status
 
 
-def process_event(helper, *args, **kwargs) -> int:
-    """Entry for UCC's generated ModularAlertBase script (not the shipped one: see
-    bin/rm_send_mail.py); `helper.settings` is splunkd's payload."""
-    from mailsec.adapters.alert import splunk_home
-
-    return run_payload(helper.settings, Runtime(splunk_home=splunk_home()))
-
-
 def run_payload(payload: Mapping[str, Any], runtime: Runtime) -> int:
     """`run` with the account, the settings and the certificate cache read from the
     splunkd that sent the payload, over one connection."""
