@@ -1,5 +1,6 @@
 """REST handlers of the account tabs: refuse a bad account at save time, with a
-message that names the field and the fix."""
+message that names the field and the fix; deleting a Release Manager account also
+deletes the PEM form of its certificate that the alert action cached."""
 
 import import_declare_test  # noqa: F401  (puts ../lib on sys.path)
 
@@ -39,3 +40,28 @@ class GoogleAccountHandler(_ValidatingAccountHandler):
 
 class RmAccountHandler(_ValidatingAccountHandler):
     tab = "rm_account"
+
+    def handleRemove(self, confInfo):
+        forget_cached_certificate(self.getSessionKey(), str(self.callerArgs.id))
+        AdminExternalHandler.handleRemove(self, confInfo)
+
+
+def forget_cached_certificate(session_key: str, account: str) -> None:
+    """A failure is logged and does not block the removal: the entry is encrypted by
+    splunkd and a new account of that name replaces it (another PKCS#12 is a miss)."""
+    from solnlib import log
+    from solnlib.splunkenv import get_splunkd_uri
+
+    from mailsec.adapters.secret_cache import delete_credential
+    from mailsec.adapters.splunkd import Splunkd
+    from mailsec.rm.pem_cache import CACHE_REALM
+
+    logger = log.Logs().get_logger("ta_mailsec_rest_handlers")
+    try:
+        splunkd = Splunkd(get_splunkd_uri(session_key), session_key)
+        if delete_credential(splunkd, CACHE_REALM, account):
+            logger.info("Deleted the cached certificate of rm_account %s", account)
+    except Exception as error:
+        logger.warning(
+            "Could not delete the cached certificate of rm_account %s: %s", account, error
+        )

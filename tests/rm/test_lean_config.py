@@ -123,3 +123,17 @@ def test_a_closed_keep_alive_connection_is_reopened(seeded):
     seeded.stop()  # splunkd restarts: the kept-alive connection is closed on its side
     with SplunkdStandIn(state=seeded.state, port=port, session_key=key):
         assert reader.stanzas("ta_mailsec_settings")["logging"]["loglevel"] == "DEBUG"
+
+
+def test_the_cache_entry_of_a_removed_account_is_deleted(seeded):
+    """What RmAccountHandler.handleRemove does, through solnlib as inside splunkd."""
+    from mailsec.adapters.secret_cache import delete_credential
+    from mailsec.rm.pem_cache import CACHE_REALM
+
+    lean(seeded).set_secret(CACHE_REALM, "rm1", "x" * 600)
+    where = Splunkd(seeded.server_uri, seeded.session_key)
+    assert delete_credential(where, CACHE_REALM, "rm1") is True
+    assert [e for e in seeded.passwords_raw() if e["realm"] == CACHE_REALM] == []
+    assert delete_credential(where, CACHE_REALM, "rm1") is False
+    # the account's own secrets are untouched
+    assert load_account(lean(seeded), "rm_account", "rm1")["client_certificate"] == LONG_SECRET

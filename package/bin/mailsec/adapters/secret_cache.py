@@ -50,3 +50,13 @@ class StoragePasswordsCache:
             with contextlib.suppress(CredentialNotExistException):
                 self._manager.delete_password(username)
         return len(names)
+
+
+def delete_credential(splunkd: Splunkd, realm: str, user: str) -> bool:
+    """Delete one storage/passwords value (every chunk of it); False if there was none."""
+    manager = CredentialManager(splunkd.session_key, splunkd.app, realm=realm, **splunkd.connection)
+    try:
+        manager.delete_password(user)
+    except CredentialNotExistException:
+        return False
+    return True
