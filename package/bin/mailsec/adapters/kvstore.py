@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+import json
+
 from solnlib.modular_input.checkpointer import KVStoreCheckpointer
+from splunklib import binding
 
 from mailsec import APP_NAME
 from mailsec.adapters.splunkd import Splunkd
@@ -39,6 +42,18 @@ class KVStoreCheckpointStore:
 
     def delete(self, key: str) -> None:
         self._checkpointer.delete(key)
+
+    def insert(self, key: str, state: Any) -> bool:
+        """Create `key` only if absent (the KV store answers 409 for an existing
+        key): the one atomic operation shared counters can be built on."""
+        record = json.dumps({"_key": key, "state": json.dumps(state)})
+        try:
+            self._checkpointer._collection_data.insert(record)
+        except binding.HTTPError as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
 
 
 def delete_input_checkpoint(splunkd: Splunkd, input_type: str, input_name: str) -> None:
