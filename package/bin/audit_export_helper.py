@@ -1,6 +1,7 @@
 """UCC input helper for `audit_export`: reads the configuration and hands over to mailsec.audit."""
 
 import import_declare_test  # noqa: F401  (puts ../lib on sys.path)
+
 from splunklib import modularinput as smi
 
 from mailsec.adapters.modinput import run_inputs, validate

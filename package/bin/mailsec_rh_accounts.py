@@ -2,6 +2,7 @@
 message that names the field and the fix."""
 
 import import_declare_test  # noqa: F401  (puts ../lib on sys.path)
+
 from splunktaucclib.rest_handler.admin_external import AdminExternalHandler
 from splunktaucclib.rest_handler.error import RestError
 

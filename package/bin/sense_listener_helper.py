@@ -1,6 +1,7 @@
 """UCC input helper for `sense_listener`: reads the configuration, calls mailsec.sense."""
 
 import import_declare_test  # noqa: F401  (puts ../lib on sys.path)
+
 from splunklib import modularinput as smi
 
 from mailsec.adapters.modinput import run_inputs, validate

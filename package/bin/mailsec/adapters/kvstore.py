@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any, Optional
 
-import json
-
+from solnlib import log
 from solnlib.modular_input.checkpointer import KVStoreCheckpointer
+from solnlib.splunkenv import get_splunkd_uri
 from splunklib import binding
 
-from mailsec import APP_NAME
 from mailsec.adapters.splunkd import Splunkd
 
 
@@ -24,15 +25,6 @@ class KVStoreCheckpointStore:
         self._checkpointer = KVStoreCheckpointer(
             collection, splunkd.session_key, splunkd.app, owner="nobody", **splunkd.connection
         )
-
-    @classmethod
-    def inside_splunkd(cls, session_key: str, collection: str) -> KVStoreCheckpointStore:
-        """For REST handlers, which run inside splunkd where solnlib can find the
-        management port through Splunk's own Python package."""
-        store = cls.__new__(cls)
-        store.collection = collection
-        store._checkpointer = KVStoreCheckpointer(collection, session_key, APP_NAME, owner="nobody")
-        return store
 
     def get(self, key: str) -> Optional[Any]:
         return self._checkpointer.get(key)
@@ -58,3 +50,24 @@ class KVStoreCheckpointStore:
 
 def delete_input_checkpoint(splunkd: Splunkd, input_type: str, input_name: str) -> None:
     KVStoreCheckpointStore(splunkd, checkpoint_collection(input_type)).delete(input_name)
+
+
+def delete_checkpoint_on_input_removal(
+    session_key: str, input_type: str, input_name: str, logger: logging.Logger
+) -> bool:
+    """Called by an input's REST handler inside splunkd before the input is removed.
+
+    A failure is logged and does not block the removal: an input that cannot be
+    deleted because the KV store is down would be worse than a stale checkpoint.
+    """
+    try:
+        splunkd = Splunkd(get_splunkd_uri(session_key), session_key)
+        delete_input_checkpoint(splunkd, input_type, input_name)
+    except Exception as error:
+        log.log_exception(
+            logger, error, "CheckpointError",
+            msg_before=f"Could not delete the checkpoint of {input_type}://{input_name}: ",
+        )  # fmt: skip
+        return False
+    logger.info("Deleted the checkpoint of %s://%s", input_type, input_name)
+    return True

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 
 from solnlib import log
+
+
+def _point_solnlib_at_splunk_home() -> None:
+    # solnlib 7 finds $SPLUNK_HOME/var/log/splunk through Splunk's own Python
+    # package; naming the directory works inside and outside splunkd alike.
+    home = os.environ.get("SPLUNK_HOME")
+    if home:
+        log.Logs.set_context(directory=os.path.join(home, "var", "log", "splunk"))
+
+
+_point_solnlib_at_splunk_home()
 
 
 def logger_name(input_type: str, input_name: str) -> str:

@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
 from mailsec.core.timeutil import Instant, iso_z, to_epoch
+
+# Characters that cannot travel in splunkd's XML event stream (lone surrogates from
+# vendor "\ud800" escapes, non-characters); an event holding one is written ASCII-escaped.
+_NOT_XML_SAFE = re.compile("[\ud800-\udfff\ufffe\uffff]")
 
 
 @dataclass(frozen=True)
@@ -28,7 +33,11 @@ class Event:
     host: Optional[str] = None
 
     def to_json(self) -> str:
-        return json.dumps(self.data, ensure_ascii=False, separators=(",", ":"), default=str)
+        text = json.dumps(self.data, ensure_ascii=False, separators=(",", ":"), default=str)
+        if _NOT_XML_SAFE.search(text):
+            # control characters are already \u-escaped by json; these are not
+            text = json.dumps(self.data, ensure_ascii=True, separators=(",", ":"), default=str)
+        return text
 
     @property
     def event_id(self) -> str:

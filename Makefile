@@ -1,0 +1,63 @@
+# TA_mailsec: build, check and demonstrate the add-on.
+# `make demo` and `make test` work on a fresh machine: they create the virtual
+# environment from the pinned requirements first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+APP := TA_mailsec
+VERSION := $(shell $(PYTHON) -c "import json;print(json.load(open('globalConfig.json'))['meta']['version'])")
+OUTPUT := output/$(APP)
+PACKAGE := dist/$(APP)-$(VERSION).tar.gz
+PYTEST_ARGS ?=
+
+.PHONY: all venv build package lint format test unit appinspect demo bench clean
+
+all: test
+
+$(BIN)/activate: requirements-dev.txt package/lib/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	# ucc-gen 6.6 runs `pip show --version`, which pip 26 refuses
+	$(BIN)/pip install --quiet --disable-pip-version-check "pip==25.0"
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(BIN)/activate
+
+venv: $(BIN)/activate
+
+build: venv
+	rm -rf output
+	$(BIN)/ucc-gen build --source package --ta-version $(VERSION) --pip-version 25.0 > .build.log 2>&1 \
+		|| (tail -40 .build.log; exit 1)
+	# AppInspect's check_for_expansive_permissions
+	chmod -R u+rwX,go+rX,go-w output
+
+package: build
+	mkdir -p dist
+	rm -f $(PACKAGE)
+	$(BIN)/ucc-gen package --path $(OUTPUT) -o dist > .package.log 2>&1 || (tail -40 .package.log; exit 1)
+	@ls -l dist/*.tar.gz
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+unit: build
+	PYTHONPATH=package/bin:tests $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+appinspect: package
+	$(BIN)/python tools/appinspect_gate.py $(PACKAGE)
+
+test: lint unit appinspect
+
+demo: build
+	PYTHONPATH=package/bin:tests $(BIN)/python -m demo
+
+bench: build
+	@for script in benchmarks/*.py; do echo "== $$script"; PYTHONPATH=package/bin:tests $(BIN)/python $$script || exit 1; done
+
+clean:
+	rm -rf output dist .build.log .package.log .pytest_cache .ruff_cache demo-out
