@@ -100,7 +100,7 @@ class Spec:
             f'Content-Type: multipart/alternative; boundary="{alt}"\n\n'.encode(),
             f"--{alt}\n".encode(),
             b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: quoted-printable\n\n",
-            _qp(body_text),
+            _qp(body_text) + self.body_raw_extra,
             f"\n--{alt}\n".encode(),
             b"Content-Type: text/html; charset=utf-8\n\n<p>html version</p>\n",
             f"--{alt}--\n".encode(),
@@ -162,10 +162,8 @@ def build(user: str, begin: datetime, count: int, seed: str) -> list:
         first, last = rng.choice(FIRST), rng.choice(LAST)
         name = f"{first} {last}"
         addr = f"{first.lower()[:3].encode('ascii', 'ignore').decode()}{n}@partner.example"
-        if not name.isascii():
-            from_raw = f"{_encoded_words(name)} <{addr}>"
-        else:
-            from_raw = f"{name} <{addr}>"
+        display = name if name.isascii() else _encoded_words(name)
+        from_raw = f"{display} <{addr}>"
         kind = n % 7
         subject = f"Report {n} — état des lieux ✓" if kind in (1, 4) else f"Weekly sync {n}"
         subject_raw = _encoded_words(subject) if not subject.isascii() else subject

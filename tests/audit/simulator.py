@@ -73,13 +73,15 @@ def gpg_keypair(home: str, uid: str, passphrase: str) -> tuple:
     base = ["gpg", "--homedir", home, "--batch", "--pinentry-mode", "loopback"]
     subprocess.run(
         [*base, "--passphrase", passphrase, "--quick-gen-key", uid, "rsa2048", "encr", "never"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
     public = subprocess.run([*base, "--armor", "--export", uid], check=True, capture_output=True)
     private = subprocess.run(
         [*base, "--passphrase", passphrase, "--armor", "--export-secret-keys", uid],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        check=True,
+        capture_output=True,
+    )
     subprocess.run(["gpgconf", "--homedir", home, "--kill", "gpg-agent"], check=False)
     return public.stdout.decode(), private.stdout.decode()
 
@@ -97,7 +99,7 @@ def service_account(domain: str) -> tuple:
         "project_id": "audit-sim",
         "private_key_id": secrets.token_hex(20),
         "private_key": pem,
-        "client_email": f"splunk-audit@audit-sim.iam.gserviceaccount.com",
+        "client_email": "splunk-audit@audit-sim.iam.gserviceaccount.com",
         "client_id": "1234567890",
         "token_uri": "https://oauth2.googleapis.com/token",
     }
@@ -185,8 +187,11 @@ class AuditSimulator:
 
     def stop(self) -> None:
         self.server.stop()
-        subprocess.run(["gpgconf", "--homedir", self._gpg_home, "--kill", "gpg-agent"],
-                       check=False, capture_output=True)  # fmt: skip
+        subprocess.run(
+            ["gpgconf", "--homedir", self._gpg_home, "--kill", "gpg-agent"],
+            check=False,
+            capture_output=True,
+        )
         shutil.rmtree(self._gpg_home, ignore_errors=True)
 
     def __enter__(self) -> AuditSimulator:
@@ -251,8 +256,10 @@ class AuditSimulator:
         armored = base64.b64decode(encoded).decode("ascii")
         result = subprocess.run(
             ["gpg", "--homedir", self._gpg_home, "--batch", "--import", "--status-fd", "1"],
-            input=armored.encode(), capture_output=True, check=True,
-        )  # fmt: skip
+            input=armored.encode(),
+            capture_output=True,
+            check=True,
+        )
         fingerprints = [
             line.split()[-1]
             for line in result.stdout.decode().splitlines()
@@ -263,10 +270,23 @@ class AuditSimulator:
 
     def _encrypt(self, plaintext: bytes) -> bytes:
         result = subprocess.run(
-            ["gpg", "--homedir", self._gpg_home, "--batch", "--trust-model", "always",
-             "--encrypt", "--recipient", self._recipient, "--output", "-"],
-            input=plaintext, capture_output=True, check=True,
-        )  # fmt: skip
+            [
+                "gpg",
+                "--homedir",
+                self._gpg_home,
+                "--batch",
+                "--trust-model",
+                "always",
+                "--encrypt",
+                "--recipient",
+                self._recipient,
+                "--output",
+                "-",
+            ],
+            input=plaintext,
+            capture_output=True,
+            check=True,
+        )
         return result.stdout
 
     def _complete(self, export: Export) -> None:
@@ -276,8 +296,9 @@ class AuditSimulator:
             return
         begin = datetime.strptime(export.begin, "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
         address = f"{export.user}@{self.domain}"
-        specs = corpus.build(address, begin, self.messages_per_export,
-                             seed=f"{address}|{export.begin}|{export.end}")  # fmt: skip
+        specs = corpus.build(
+            address, begin, self.messages_per_export, seed=f"{address}|{export.begin}|{export.end}"
+        )
         export.specs = specs
         faults = self.file_faults.get(export.user, {})
         for index in range(self.files_per_export):
@@ -323,7 +344,9 @@ class AuditSimulator:
             props.append(("completedDate", export.completed.strftime("%Y-%m-%d %H:%M")))
         props.append(("adminEmailAddress", self.admin))
         if export.status in ("COMPLETED", "ERROR"):
-            props.append(("numberOfFiles", str(len(export.files) if export.status == "COMPLETED" else 0)))
+            props.append(
+                ("numberOfFiles", str(len(export.files) if export.status == "COMPLETED" else 0))
+            )
         props += [
             ("requestId", export.request_id),
             ("userEmailAddress", f"{export.user}@{self.domain}"),
@@ -353,12 +376,16 @@ class AuditSimulator:
             f"<updated>{self.now().strftime('%Y-%m-%dT%H:%M:%S.000Z')}</updated>",
         ]
         if next_url:
-            head.append(f"<link rel='next' type='application/atom+xml' href={quoteattr(next_url)}/>")
+            head.append(
+                f"<link rel='next' type='application/atom+xml' href={quoteattr(next_url)}/>"
+            )
         head.append(f"<link rel='self' type='application/atom+xml' href={quoteattr(self_url)}/>")
         head.append("<openSearch:startIndex>1</openSearch:startIndex>")
         # entries inside a feed carry no namespace declaration, as in Google's sample
-        body = [self._entry(e, tag="entry").replace(f" xmlns:atom='{ATOM}' xmlns:apps='{APPS}'", "")
-                for e in exports]  # fmt: skip
+        body = [
+            self._entry(e, tag="entry").replace(f" xmlns:atom='{ATOM}' xmlns:apps='{APPS}'", "")
+            for e in exports
+        ]
         return "\n".join(head + body + ["</feed>"])
 
     # -- HTTP -----------------------------------------------------------------
@@ -417,7 +444,10 @@ class AuditSimulator:
                 parts = path.strip("/").split("/")
                 if parts[:5] == ["a", "feeds", "compliance", "audit", "publickey"]:
                     return self._publickey(parts, body)
-                if parts[:6] == ["a", "feeds", "compliance", "audit", "mail", "export"] and len(parts) == 8:
+                if (
+                    parts[:6] == ["a", "feeds", "compliance", "audit", "mail", "export"]
+                    and len(parts) == 8
+                ):
                     return self._create(parts[6], unquote(parts[7]), body)
                 return self._error(404, "unknown feed")
 
@@ -441,7 +471,10 @@ class AuditSimulator:
                 sim.log.append(("DELETE", self.path))
                 if not self._authorized():
                     return None
-                if parts[:6] == ["a", "feeds", "compliance", "audit", "mail", "export"] and len(parts) == 9:
+                if (
+                    parts[:6] == ["a", "feeds", "compliance", "audit", "mail", "export"]
+                    and len(parts) == 9
+                ):
                     return self._delete(parts[6], unquote(parts[7]), parts[8])
                 return self._error(404, "unknown feed")
 
@@ -458,8 +491,9 @@ class AuditSimulator:
                 token = secrets.token_urlsafe(32)
                 with sim._lock:
                     sim.tokens[token] = sim.clock() + 3600
-                return self._json(200, {"access_token": token, "expires_in": 3599,
-                                        "token_type": "Bearer"})  # fmt: skip
+                return self._json(
+                    200, {"access_token": token, "expires_in": 3599, "token_type": "Bearer"}
+                )
 
             def _json(self, status: int, payload: dict) -> None:
                 body = json.dumps(payload).encode()
@@ -517,7 +551,10 @@ class AuditSimulator:
                     return self._error(400, "beginDate must be before endDate")
                 if end.replace(tzinfo=UTC) > sim.now():
                     return self._error(400, "endDate is in the future")
-                if props.get("packageContent", "FULL_MESSAGE") not in ("FULL_MESSAGE", "HEADER_ONLY"):
+                if props.get("packageContent", "FULL_MESSAGE") not in (
+                    "FULL_MESSAGE",
+                    "HEADER_ONLY",
+                ):
                     return self._error(400, "Invalid packageContent")
                 if props.get("includeDeleted", "false") not in ("true", "false"):
                     return self._error(400, "Invalid includeDeleted")
@@ -528,7 +565,8 @@ class AuditSimulator:
                     if sim.created_per_day[day] >= DAILY_LIMIT:
                         sim.calls["quota_refused"] += 1
                         return self._error(
-                            403, f"Export request limit of {DAILY_LIMIT} a day exceeded for the domain"
+                            403,
+                            f"Export request limit of {DAILY_LIMIT} a day exceeded for the domain",
                         )
                     sim.created_per_day[day] += 1
                     export = Export(

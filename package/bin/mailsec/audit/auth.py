@@ -45,9 +45,13 @@ class ServiceAccount:
         try:
             data = json.loads(text)
         except (TypeError, ValueError):
-            raise ConfigError(field_name, "is not JSON: upload the key file as Google gave it") from None
+            raise ConfigError(
+                field_name, "is not JSON: upload the key file as Google gave it"
+            ) from None
         if not isinstance(data, dict) or data.get("type") != "service_account":
-            raise ConfigError(field_name, 'is not a service account key file ("type": "service_account")')
+            raise ConfigError(
+                field_name, 'is not a service account key file ("type": "service_account")'
+            )
         for name in ("client_email", "private_key"):
             if not data.get(name):
                 raise ConfigError(field_name, f"has no {name}: download a new JSON key")

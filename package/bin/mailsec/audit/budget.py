@@ -61,8 +61,12 @@ class DailyBudget:
         day = self.day()
         if self.exhausted_by_google(day):
             return None
-        claim = {"owner": self._owner, "nonce": uuid.uuid4().hex, "purpose": purpose,
-                 "at": self._clock()}  # fmt: skip
+        claim = {
+            "owner": self._owner,
+            "nonce": uuid.uuid4().hex,
+            "purpose": purpose,
+            "at": self._clock(),
+        }
         for slot in range(self._hint.get(day, 0), self.limit):
             key = self._key(day, f"{slot:03d}")
             if not self._store.insert(key, claim):
@@ -79,13 +83,16 @@ class DailyBudget:
         """Slots of today claimed by any input of the domain (for logs and the dashboard)."""
         day = self.day()
         return sum(
-            1 for slot in range(DOMAIN_DAILY_LIMIT) if self._store.get(self._key(day, f"{slot:03d}"))
+            1
+            for slot in range(DOMAIN_DAILY_LIMIT)
+            if self._store.get(self._key(day, f"{slot:03d}"))
         )
 
     def mark_exhausted_by_google(self) -> None:
         """Google refused a request for quota: no input of the domain tries again today."""
-        self._store.insert(self._key(self.day(), "exhausted"), {"owner": self._owner,
-                                                                "at": self._clock()})  # fmt: skip
+        self._store.insert(
+            self._key(self.day(), "exhausted"), {"owner": self._owner, "at": self._clock()}
+        )
 
     def exhausted_by_google(self, day: Optional[str] = None) -> bool:
         return self._store.get(self._key(day or self.day(), "exhausted")) is not None

@@ -15,6 +15,7 @@ fills and gpg waits. Memory stays at a few chunks whatever the file size.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
@@ -29,6 +30,9 @@ import gnupg
 CHUNK = 256 * 1024
 QUEUE_CHUNKS = 8  # at most ~2 MiB of plaintext in flight
 _END = object()
+# gpg-agent puts its sockets in the home (S.gpg-agent.browser is the longest) when
+# /run/user/<uid> does not exist; a Unix socket path is at most 107 bytes
+SOCKET_DIR_MAX = 107 - len("/gnupg_12345678/S.gpg-agent.browser")
 
 
 class DecryptError(Exception):
@@ -58,12 +62,18 @@ class GnupgSession:
         workdir: str,
         gpgbinary: str = "gpg",
     ) -> None:
+        if len(workdir) > SOCKET_DIR_MAX:
+            workdir = tempfile.gettempdir()  # see SOCKET_DIR_MAX
         self.home = tempfile.mkdtemp(prefix="gnupg_", dir=workdir)  # mode 0700
         self._passphrase = passphrase or None
         self._gpgbinary = gpgbinary
         try:
             with open(os.path.join(self.home, "gpg-agent.conf"), "w") as conf:
-                conf.write("allow-loopback-pinentry\n")
+                # s2k-count: the agent re-protects the imported key with an S2K it
+                # calibrates (seconds on a busy host, paid at every unlock). This home
+                # lives for one run in a 0700 folder; the passphrase itself is still
+                # checked against the key's own (strong) protection.
+                conf.write("allow-loopback-pinentry\ns2k-count 65536\n")
             self.gpg = gnupg.GPG(gpgbinary=gpgbinary, gnupghome=self.home)
             self.gpg.buffer_size = CHUNK
             imported = self.gpg.import_keys(private_key)
@@ -104,14 +114,7 @@ class GnupgSession:
                     )
             except BaseException as error:  # reported to the reading thread
                 outcome["error"] = error
-            finally:
-                while True:
-                    try:
-                        chunks.put(_END, timeout=0.2)
-                        return
-                    except queue.Full:
-                        if abandoned.is_set():
-                            _drain(chunks)
+            _put_end(chunks, abandoned)
 
         worker = threading.Thread(target=work, name="gpg-decrypt", daemon=True)
         worker.start()
@@ -150,7 +153,8 @@ class GnupgSession:
 def stop_agent(home: str, gpgbinary: str = "gpg") -> None:
     """Stop the gpg-agent a GnuPG home started (it holds the unlocked key)."""
     gpgconf = shutil.which("gpgconf", path=os.path.dirname(gpgbinary) or None) or "gpgconf"
-    try:
+    # if this fails, the agent exits by itself once its home is gone
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
         subprocess.run(
             [gpgconf, "--homedir", home, "--kill", "gpg-agent"],
             stdout=subprocess.DEVNULL,
@@ -158,8 +162,16 @@ def stop_agent(home: str, gpgbinary: str = "gpg") -> None:
             timeout=10,
             check=False,
         )
-    except (OSError, subprocess.SubprocessError):
-        pass  # the agent exits by itself once its home is gone
+
+
+def _put_end(chunks: queue.Queue, abandoned: threading.Event) -> None:
+    while True:
+        try:
+            chunks.put(_END, timeout=0.2)
+            return
+        except queue.Full:
+            if abandoned.is_set():
+                _drain(chunks)
 
 
 def _drain(chunks: queue.Queue) -> None:

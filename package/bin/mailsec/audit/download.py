@@ -6,6 +6,7 @@ against Content-Length: urllib3 1.26 lets a cut-off body pass as complete.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -31,8 +32,10 @@ def work_root(input_name: str, base: Optional[str] = None) -> str:
     from mailsec.audit.decrypt import stop_agent
 
     base = base or tempfile.gettempdir()
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in input_name)
-    root = os.path.join(base, WORK_PREFIX + safe)
+    # a short, fixed name per input: gpg-agent's socket lives in the GnuPG home
+    # below it, and a Unix socket path may not exceed 107 bytes
+    digest = hashlib.sha256(input_name.encode("utf-8")).hexdigest()[:12]
+    root = os.path.join(base, WORK_PREFIX + digest)
     if os.path.isdir(root) and not os.path.islink(root):
         for entry in os.listdir(root):
             path = os.path.join(root, entry)

@@ -17,7 +17,7 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass, field
-from email import message_from_bytes
+from email import message_from_string
 from email.header import decode_header, make_header
 from email.message import Message
 from email.policy import compat32
@@ -72,8 +72,19 @@ def _decode_bytes(value: bytes, charset: Optional[str]) -> str:
         return value.decode("utf-8", "replace")
 
 
+def _raw(headers: Message, name: str) -> str:
+    """A header's raw text (compat32 wraps 8-bit values in Header objects)."""
+    wanted = name.lower()
+    for key, value in headers.raw_items():
+        if key.lower() == wanted:
+            return str(value)
+    return ""
+
+
 def _parse_headers(block: bytes) -> Message:
-    return message_from_bytes(block + b"\n", policy=compat32)
+    # 8-bit header bytes are nearly always UTF-8 (RFC 6532); anything else is
+    # replaced here, once, so every header reads as plain text afterwards
+    return message_from_string(block.decode("utf-8", "replace") + "\n", policy=compat32)
 
 
 @dataclass
@@ -132,7 +143,7 @@ class _Leaf:
 
     def __init__(self, headers: Message, body_limit: int) -> None:
         self.content_type = headers.get_content_type()
-        disposition = (headers.get("Content-Disposition") or "").split(";")[0].strip().lower()
+        disposition = _raw(headers, "Content-Disposition").split(";")[0].strip().lower()
         try:
             filename = headers.get_filename()
         except Exception:
@@ -147,7 +158,7 @@ class _Leaf:
         elif body_limit > 0 and self.content_type == "text/plain":
             self.body = bytearray()
         self._limit = body_limit
-        encoding = str(headers.get("Content-Transfer-Encoding") or "").strip().lower()
+        encoding = _raw(headers, "Content-Transfer-Encoding").strip().lower()
         self._decoder = _Decoder(encoding)
         self.wanted = self.attachment is not None or self.body is not None
 
@@ -180,9 +191,8 @@ class ParsedMessage:
     complete: bool = True  # False: the headers or a multipart never ended
 
     def header(self, name: str) -> str:
-        values = self.headers.get_all(name)
-        if not values:
-            return ""
+        wanted = name.lower()
+        values = [value for key, value in self.headers.raw_items() if key.lower() == wanted]
         return ", ".join(decode_header_value(value) for value in values)
 
     def date(self):
@@ -279,6 +289,12 @@ class MessageParser:
     # -- body --------------------------------------------------------------
     def _begin_entity(self, headers: Message) -> None:
         """A part's headers are known: a multipart pushes its boundary, a leaf starts."""
+        try:
+            self._begin_entity_checked(headers)
+        except Exception:  # headers too broken to read: the part is skipped, not fatal
+            self._leaf = None
+
+    def _begin_entity_checked(self, headers: Message) -> None:
         if headers.get_content_maintype() == "multipart":
             boundary = headers.get_param("boundary")
             if isinstance(boundary, tuple):  # RFC 2231 encoded parameter
@@ -377,7 +393,9 @@ class MessageParser:
             data = self._held + data
             self._held = b""
         if ends_before_boundary:
-            data = data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
+            data = (
+                data[:-2] if data.endswith(b"\r\n") else data[:-1] if data.endswith(b"\n") else data
+            )
         elif data.endswith(b"\r\n"):
             data, self._held = data[:-2], b"\r\n"
         elif data.endswith(b"\n"):

@@ -48,8 +48,8 @@ class Emitter:
 
     def start(self, ordinal: int) -> None:
         self._ordinal = ordinal
-        self._parser = None if ordinal < self._skip else MessageParser(
-            self._include_body, self._body_max
+        self._parser = (
+            None if ordinal < self._skip else MessageParser(self._include_body, self._body_max)
         )
 
     def data(self, chunk: bytes) -> None:

@@ -76,6 +76,7 @@ class AuditExportService:
         self.domain = self.account.domain
         self.users = tuple(_user_name(user, self.domain) for user in self.config.users)
         self.state: dict = {}
+        self._gpg: Optional[GnupgSession] = None
 
     # -- the run ------------------------------------------------------------
     def run(self) -> None:
@@ -90,17 +91,23 @@ class AuditExportService:
         )
         try:
             tokens = TokenProvider(
-                http, service_account, self.account.admin_email, self.account.token_url,
+                http,
+                service_account,
+                self.account.admin_email,
+                self.account.token_url,
                 clock=self.clock,
-            )  # fmt: skip
+            )
             self.api = AuditApi(http, self.account.api_url, self.domain, tokens)
             self.http = http
             self.root = root
             budget_store = self.run_.open_store(BUDGET_COLLECTION)
             self.budget = DailyBudget(
-                budget_store, self.domain, self.config.daily_request_budget,
-                owner=self.run_.name, clock=self.clock,
-            )  # fmt: skip
+                budget_store,
+                self.domain,
+                self.config.daily_request_budget,
+                owner=self.run_.name,
+                clock=self.clock,
+            )
             self._ensure_public_key()
             self._settle_creation_in_flight()
             self._create_due_exports()
@@ -109,6 +116,9 @@ class AuditExportService:
             self.log.info("stop requested: progress is saved, the next run continues")
         finally:
             http.close()
+            if self._gpg is not None:
+                self._gpg.close()
+                self._gpg = None
             # nothing of this run stays on disk: downloads and the GnuPG home go
             work_root(self.run_.name, self.workdir_base)
             os.rmdir(root)
@@ -152,9 +162,7 @@ class AuditExportService:
             )
         data.update(fields)
         key = [self.domain, request["id"] if request else None, action, detail]
-        return build_event(
-            EXPORT_SOURCETYPE, self._now(), data, key, index=self.config.index
-        )
+        return build_event(EXPORT_SOURCETYPE, self._now(), data, key, index=self.config.index)
 
     def _emit(self, *events: Event) -> None:
         self.run_.sink.write(list(events))
@@ -244,8 +252,17 @@ class AuditExportService:
             self.state.pop("creating", None)
             self._save()
             window = {"id": None, "user": f"{user}@{self.domain}", "begin": begin, "end": end}
-            self._emit(self._lifecycle("error", None, (user, begin, "create"), user=window["user"],
-                                       begin_date=begin, end_date=end, error=str(error)))  # fmt: skip
+            self._emit(
+                self._lifecycle(
+                    "error",
+                    None,
+                    (user, begin, "create"),
+                    user=window["user"],
+                    begin_date=begin,
+                    end_date=end,
+                    error=str(error),
+                )
+            )
             self.log.error("export request for user=%s %s..%s failed: %s", user, begin, end, error)
             return error.status is not None and error.status < 500
         self._record_created(user, pending, created)
@@ -276,24 +293,34 @@ class AuditExportService:
         self._emit(self._lifecycle("created", request, None))
         self.log.info(
             "audit_export_created request_id=%s user=%s begin=%s end=%s",
-            created.request_id, request["user"], window["begin"], window["end"],
-        )  # fmt: skip
+            created.request_id,
+            request["user"],
+            window["begin"],
+            window["end"],
+        )
 
     def _budget_exhausted(self, reason: str) -> None:
         day = self.budget.day()
         if self.state.get("budget_event_day") != day:
             self._emit(
                 self._lifecycle(
-                    "budget_exhausted", None, (day, self.run_.name),
-                    error=reason, day=day, budget=self.budget.limit,
-                )  # fmt: skip
+                    "budget_exhausted",
+                    None,
+                    (day, self.run_.name),
+                    error=reason,
+                    day=day,
+                    budget=self.budget.limit,
+                )
             )
             self.state["budget_event_day"] = day
             self._save()
         self.log.warning(
             "audit_budget_exhausted domain=%s day=%s limit=%d reason=%s",
-            self.domain, day, self.budget.limit, reason,
-        )  # fmt: skip
+            self.domain,
+            day,
+            self.budget.limit,
+            reason,
+        )
 
     # -- 4. polling and processing ------------------------------------------
     def _poll_open_requests(self) -> None:
@@ -325,8 +352,14 @@ class AuditExportService:
         if status == "COMPLETED":
             self._process_completed(request, current)
         elif status == "ERROR":
-            self._emit(self._lifecycle("error", request, "ERROR",
-                                       error="Google reports the export failed (status ERROR)"))  # fmt: skip
+            self._emit(
+                self._lifecycle(
+                    "error",
+                    request,
+                    "ERROR",
+                    error="Google reports the export failed (status ERROR)",
+                )
+            )
             self._redo_window(request)
             self._forget(request)
         elif status == "EXPIRED":
@@ -343,9 +376,13 @@ class AuditExportService:
 
     def _redo_window(self, request: dict) -> None:
         if request.get("retries", 0) >= MAX_WINDOW_RETRIES:
-            self.log.error("window %s..%s of %s failed %d times: given up",
-                           request["begin"], request["end"], request["user"],
-                           MAX_WINDOW_RETRIES)  # fmt: skip
+            self.log.error(
+                "window %s..%s of %s failed %d times: given up",
+                request["begin"],
+                request["end"],
+                request["user"],
+                MAX_WINDOW_RETRIES,
+            )
             return
         ustate = self._user_state(request["name"])
         ustate["redo"].append([request["begin"], request["end"]])
@@ -388,11 +425,16 @@ class AuditExportService:
             return
         if self._now() - completed_at >= WARN_AFTER:
             expires = completed_at + EXPIRES_AFTER
-            self._emit(self._lifecycle(
-                "warning", request, None,
-                error=f"completed export not fully processed; Google deletes it at {format_google(expires)} UTC",
-                expires=format_google(expires),
-            ))  # fmt: skip
+            self._emit(
+                self._lifecycle(
+                    "warning",
+                    request,
+                    None,
+                    error="completed export not fully processed; Google deletes it at "
+                    f"{format_google(expires)} UTC",
+                    expires=format_google(expires),
+                )
+            )
             request["warned"] = True
             self._save()
 
@@ -406,8 +448,12 @@ class AuditExportService:
         try:
             entry["bytes"] = size
             self._emit(self._lifecycle("downloaded", request, index, file_index=index, bytes=size))
-            self.log.info("audit_progress request_id=%s file=%d downloaded_bytes=%d",
-                          request["id"], index, size)  # fmt: skip
+            self.log.info(
+                "audit_progress request_id=%s file=%d downloaded_bytes=%d",
+                request["id"],
+                index,
+                size,
+            )
             self._decrypt_and_index(request, index, path, entry)
         finally:
             if os.path.exists(path):
@@ -435,43 +481,61 @@ class AuditExportService:
             self.run_.sink.write(events)
             entry["written"] = durable
             self._save()
-            self.log.info("audit_progress request_id=%s file=%d messages=%d",
-                          request["id"], index, durable)  # fmt: skip
+            self.log.info(
+                "audit_progress request_id=%s file=%d messages=%d", request["id"], index, durable
+            )
             self._check_stop()
 
         emitter = Emitter(
-            make_event, write, skip=entry.get("written", 0),
-            include_body=self.config.include_body, body_max_bytes=self.config.body_max_bytes,
-        )  # fmt: skip
+            make_event,
+            write,
+            skip=entry.get("written", 0),
+            include_body=self.config.include_body,
+            body_max_bytes=self.config.body_max_bytes,
+        )
         try:
-            with GnupgSession(
-                self.account.pgp_private_key, self.account.pgp_passphrase, self.root
-            ) as gpg:
-                splitter = run_pipeline(gpg.decrypt_chunks(path), emitter)
+            splitter = run_pipeline(self._gnupg().decrypt_chunks(path), emitter)
         except (DecryptError, NotAnMbox) as error:
-            self._file_error(request, index, entry, f"decrypt: {error}", permanent=False,
-                             counted=True)  # fmt: skip
+            self._file_error(
+                request, index, entry, f"decrypt: {error}", permanent=False, counted=True
+            )
             return
         entry["done"] = True
         entry["messages"] = emitter.messages
         entry["plaintext_bytes"] = splitter.bytes
         self._save()
-        self._emit(self._lifecycle(
-            "decrypted", request, index, file_index=index,
-            messages=emitter.messages, bytes=splitter.bytes,
-        ))  # fmt: skip
-        if emitter.truncated is not None:
-            self._emit(self._lifecycle(
-                "error", request, ("truncated", index), file_index=index,
+        self._emit(
+            self._lifecycle(
+                "decrypted",
+                request,
+                index,
+                file_index=index,
                 messages=emitter.messages,
-                error=f"the mbox of file {index} ends inside message {emitter.truncated}: "
-                "it was indexed with truncated=true",
-            ))  # fmt: skip
+                bytes=splitter.bytes,
+            )
+        )
+        if emitter.truncated is not None:
+            self._emit(
+                self._lifecycle(
+                    "error",
+                    request,
+                    ("truncated", index),
+                    file_index=index,
+                    messages=emitter.messages,
+                    error=f"the mbox of file {index} ends inside message {emitter.truncated}: "
+                    "it was indexed with truncated=true",
+                )
+            )
 
     def _file_error(
-        self, request: dict, index: int, entry: dict, error: str, permanent: bool,
+        self,
+        request: dict,
+        index: int,
+        entry: dict,
+        error: str,
+        permanent: bool,
         counted: bool = False,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if counted:
             entry["attempts"] = entry.get("attempts", 0) + 1
             if entry["attempts"] >= MAX_FILE_ATTEMPTS:
@@ -480,11 +544,25 @@ class AuditExportService:
             entry["failed"] = True
             error += f" (given up after {entry.get('attempts', 0)} attempts; the export is kept)"
         self._save()
-        self._emit(self._lifecycle(
-            "error", request, ("file", index, entry.get("attempts", 0), error[:40]),
-            file_index=index, messages=entry.get("written", 0), error=error,
-        ))  # fmt: skip
+        self._emit(
+            self._lifecycle(
+                "error",
+                request,
+                ("file", index, entry.get("attempts", 0), error[:40]),
+                file_index=index,
+                messages=entry.get("written", 0),
+                error=error,
+            )
+        )
         self.log.error("request_id=%s file=%d: %s", request["id"], index, error)
+
+    def _gnupg(self) -> GnupgSession:
+        """One throw-away GnuPG home per run, made when the first file needs it."""
+        if self._gpg is None:
+            self._gpg = GnupgSession(
+                self.account.pgp_private_key, self.account.pgp_passphrase, self.root
+            )
+        return self._gpg
 
     # -- deletion -----------------------------------------------------------
     def _delete(self, request: dict) -> None:
@@ -504,8 +582,9 @@ class AuditExportService:
             tries = request["delete_tries"] = request.get("delete_tries", 0) + 1
             self._save()
             delay = min(DELETE_BACKOFF * 2 ** (tries - 1), DELETE_BACKOFF_MAX)
-            self.log.info("request_id=%s answered %s; delete again in %.0fs",
-                          request["id"], status, delay)  # fmt: skip
+            self.log.info(
+                "request_id=%s answered %s; delete again in %.0fs", request["id"], status, delay
+            )
             if waited + delay > DELETE_WAIT_PER_RUN:
                 return  # the next run tries again
             self.sleep(delay)
