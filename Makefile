@@ -28,6 +28,9 @@ build: venv
 	rm -rf output
 	$(BIN)/ucc-gen build --source package --ta-version $(VERSION) --pip-version 25.0 > .build.log 2>&1 \
 		|| (tail -40 .build.log; exit 1)
+	# ucc-gen can log a traceback, stop half-way and still exit 0
+	@if grep -q Traceback .build.log || [ ! -f $(OUTPUT)/default/app.conf ]; then \
+		grep -B2 -A12 Traceback .build.log | head -40; echo "ucc-gen build failed"; exit 1; fi
 	# AppInspect's check_for_expansive_permissions
 	chmod -R u+rwX,go+rX,go-w output
 

@@ -1,4 +1,8 @@
-"""Alert action `rm_send_mail`: UCC's generated script calls process_event here."""
+"""Alert action `rm_send_mail`: the `customScript` of globalConfig.json.
+
+The shipped bin/rm_send_mail.py calls mailsec.rm.action directly; this module keeps
+the entry UCC's generated ModularAlertBase script would call.
+"""
 
 import import_declare_test  # noqa: F401  (puts ../lib on sys.path)
 

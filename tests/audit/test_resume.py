@@ -7,6 +7,7 @@ would keep. test_e2e_audit.py kills the real script with SIGKILL as well.
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import pytest
@@ -97,10 +98,8 @@ def test_killed_and_restarted_every_message_exactly_once(harness, sim, monkeypat
     trigger = Trigger(seed=len(point) * 7919, spread=spread)
     install(point, trigger, h, monkeypatch)
     for _ in range(60):
-        try:
+        with contextlib.suppress(Killed):
             h.run()
-        except Killed:
-            pass
         state = h.checkpoints.get(h.name) or {}
         if state.get("users") and not state.get("requests"):
             break

@@ -132,7 +132,16 @@ def test_removing_an_input_deletes_its_checkpoint(splunkd, monkeypatch):
     )
     store.save("old_name", {"next": "2024-01-01T00:00:00Z"})
     store.save("other", {"next": "2024-01-01T00:00:00Z"})
+    from mailsec.adapters.secret_cache import StoragePasswordsCache
+
+    connection = Splunkd(splunkd.server_uri, splunkd.session_key)
+    old_tokens = StoragePasswordsCache(connection, owner="ser_report.old_name")
+    old_tokens.set("ser_access_token", "tok-" + "x" * 300)  # long: stored in chunks
+    other_tokens = StoragePasswordsCache(connection, owner="ser_report.other")
+    other_tokens.set("ser_access_token", "tok-other")
     logger = logging.getLogger("test.rh")
     assert delete_checkpoint_on_input_removal(splunkd.session_key, "ser_report", "old_name", logger)
     assert store.get("old_name") is None
-    assert store.get("other") is not None  # only that input's key
+    assert old_tokens.get("ser_access_token") is None
+    assert store.get("other") is not None  # only that input's state
+    assert other_tokens.get("ser_access_token") == "tok-other"

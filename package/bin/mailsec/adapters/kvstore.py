@@ -11,6 +11,7 @@ from solnlib.modular_input.checkpointer import KVStoreCheckpointer
 from solnlib.splunkenv import get_splunkd_uri
 from splunklib import binding
 
+from mailsec.adapters.secret_cache import StoragePasswordsCache
 from mailsec.adapters.splunkd import Splunkd
 
 
@@ -55,7 +56,8 @@ def delete_input_checkpoint(splunkd: Splunkd, input_type: str, input_name: str) 
 def delete_checkpoint_on_input_removal(
     session_key: str, input_type: str, input_name: str, logger: logging.Logger
 ) -> bool:
-    """Called by an input's REST handler inside splunkd before the input is removed.
+    """Called by an input's REST handler inside splunkd before the input is removed:
+    deletes its checkpoint and its cached access tokens.
 
     A failure is logged and does not block the removal: an input that cannot be
     deleted because the KV store is down would be worse than a stale checkpoint.
@@ -63,6 +65,8 @@ def delete_checkpoint_on_input_removal(
     try:
         splunkd = Splunkd(get_splunkd_uri(session_key), session_key)
         delete_input_checkpoint(splunkd, input_type, input_name)
+        # and the access tokens it cached: a new input with this name starts clean
+        StoragePasswordsCache(splunkd, owner=f"{input_type}.{input_name}").clear()
     except Exception as error:
         log.log_exception(
             logger, error, "CheckpointError",

@@ -21,6 +21,7 @@ from splunklib import modularinput as smi
 from mailsec.adapters import config
 from mailsec.adapters.kvstore import KVStoreCheckpointStore, checkpoint_collection
 from mailsec.adapters.logs import input_logger
+from mailsec.adapters.secret_cache import StoragePasswordsCache
 from mailsec.adapters.splunkd import Splunkd
 from mailsec.core.events import Event
 from mailsec.core.params import ConfigError
@@ -46,25 +47,33 @@ class SplunkEventSink:
         self.total = 0
 
     def write(self, events: Iterable[Event]) -> int:
+        # One string and one flush per batch, byte for byte what splunklib's
+        # Event.write_to makes per event (ElementTree per event costs ~50 us: a
+        # 300-bot Sense report took 17 ms to write that way, 2 ms this way).
         per_target: Counter = Counter()
+        parts = []
+        heads: dict = {}  # the elements every event of one target shares, escaped once
         for event in events:
             index = event.index or self._default_index
-            self._writer.write_event(
-                smi.Event(
-                    data=event.to_json(),
-                    time=f"{event.time:.3f}",
-                    index=index,
-                    sourcetype=event.sourcetype,
-                    source=event.source or self._full_name,
-                    host=event.host,
-                    done=True,
-                    unbroken=True,
-                )
+            target = (event.sourcetype, index, event.source or self._full_name, event.host)
+            head = heads.get(target)
+            if head is None:
+                head = heads[target] = _event_head(*target)
+            parts.append(
+                f'<event unbroken="1"><time>{event.time:.3f}</time>{head}'
+                f"<data>{_xml_text(event.to_json())}</data><done /></event>"
             )
             per_target[(event.sourcetype, index)] += 1
-        # splunklib flushes after every event; this makes "written and flushed"
-        # explicit for the checkpoint that follows.
-        self._writer._out.flush()
+        if parts:
+            out = self._writer._out
+            if not self._writer.header_written:
+                out.write("<stream>")
+                self._writer.header_written = True
+            # as ElementTree's default us-ascii: non-ASCII as character references,
+            # whatever encoding splunkd's pipe was opened with
+            out.write("".join(parts).encode("ascii", "xmlcharrefreplace").decode("ascii"))
+            # "written and flushed" before the checkpoint that follows
+            out.flush()
         written = 0
         for (sourcetype, index), count in per_target.items():
             log.events_ingested(
@@ -74,6 +83,27 @@ class SplunkEventSink:
             written += count
         self.total += written
         return written
+
+
+def _xml_text(text: str) -> str:
+    # what ElementTree escapes in element text
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _event_head(
+    sourcetype: Optional[str], index: Optional[str], source: Optional[str], host: Optional[str]
+) -> str:
+    """splunklib's elements between <time> and <data>, in its order."""
+    return "".join(
+        f"<{tag}>{_xml_text(value)}</{tag}>"
+        for tag, value in (
+            ("source", source),
+            ("sourcetype", sourcetype),
+            ("index", index),
+            ("host", host),
+        )
+        if value is not None
+    )
 
 
 def install_stop_triggers(stop: threading.Event, poll_seconds: float = 2.0) -> None:
@@ -139,6 +169,7 @@ def run_inputs(
                     splunkd, input_type, name
                 ),
                 proxy=config.proxy_from_settings(settings),
+                secret_cache=StoragePasswordsCache(splunkd, owner=f"{input_type}.{name}"),
                 stop=stop,
                 index=params.get("index"),
                 host=params.get("host"),

@@ -21,6 +21,10 @@ from mailsec.core.timeutil import Instant, iso_z, to_epoch
 # Characters that cannot travel in splunkd's XML event stream (lone surrogates from
 # vendor "\ud800" escapes, non-characters); an event holding one is written ASCII-escaped.
 _NOT_XML_SAFE = re.compile("[\ud800-\udfff\ufffe\uffff]")
+# One encoder each, not one per call: json.dumps with options builds a new encoder
+# every time, a cost paid per event (300 per Sense report).
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), default=str)
+_COMPACT_ASCII = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), default=str)
 
 
 @dataclass(frozen=True)
@@ -33,10 +37,10 @@ class Event:
     host: Optional[str] = None
 
     def to_json(self) -> str:
-        text = json.dumps(self.data, ensure_ascii=False, separators=(",", ":"), default=str)
+        text = _COMPACT.encode(self.data)
         if _NOT_XML_SAFE.search(text):
             # control characters are already \u-escaped by json; these are not
-            text = json.dumps(self.data, ensure_ascii=True, separators=(",", ":"), default=str)
+            text = _COMPACT_ASCII.encode(self.data)
         return text
 
     @property
@@ -45,12 +49,7 @@ class Event:
 
 
 def event_id(sourcetype: str, natural_key: Sequence[Any], revision: Any = None) -> str:
-    material = json.dumps(
-        [sourcetype, list(natural_key), revision],
-        ensure_ascii=False,
-        separators=(",", ":"),
-        default=str,
-    )
+    material = _COMPACT.encode([sourcetype, list(natural_key), revision])
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
 
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 from mailsec.core.checkpoint import CheckpointStore
 from mailsec.core.events import EventSink
 from mailsec.core.http import ProxyConfig
+from mailsec.core.secrets import SecretCache
 
 
 @dataclass
@@ -32,6 +33,8 @@ class InputRun:
     # this input's own encrypted fields (such as sense_listener's api_key_value)
     input_secrets: Callable[[], dict] = field(default=lambda: {})
     proxy: Optional[ProxyConfig] = None
+    # encrypted cache for short-lived credentials (access tokens), kept across runs
+    secret_cache: Optional[SecretCache] = None
     # set on SIGTERM or when splunkd goes away: long-running work stops at the next safe point
     stop: threading.Event = field(default_factory=threading.Event)
     index: Optional[str] = None

@@ -1,0 +1,263 @@
+"""POST one mail to Release Manager with the client certificate, retrying only where
+no mail can have been sent.
+
+Built on `http.client` and `ssl` rather than the shared requests-based HttpClient:
+an alert action is a new process per mail, and importing requests alone takes
+longer than a whole curl run (see docs/rm.md, "Benchmark"). The retry rule is the
+shared one, `NO_REPEAT_AFTER_SEND` of mailsec.core.http: connection refused, TLS
+handshake failures and 503 are retried; a read timeout or a connection lost after
+the request left never is, since RM may have sent the mail.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import random
+import select
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+from urllib.parse import quote
+
+MAX_ATTEMPTS = 3  # as NO_REPEAT_AFTER_SEND
+BACKOFF_BASE = 1.0
+MAX_ANSWER_BYTES = 65536
+VERDICT_WAIT = 0.1  # seconds a TLS 1.3 server has to accept or refuse our certificate
+USER_AGENT = "TA_mailsec/1.0"
+
+
+@dataclass(frozen=True)
+class Proxy:
+    host: str
+    port: int
+    username: Optional[str] = None
+    password: Optional[str] = field(default=None, repr=False)
+
+
+@dataclass
+class SendResult:
+    code: str
+    attempts: int
+    latency_ms: int
+    http_status: Optional[int] = None
+    detail: Optional[str] = None
+    sent: bool = False  # the request left this host at least once
+    phases: dict = field(default_factory=dict)  # milliseconds of the last attempt
+
+
+class _Retryable(Exception):
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail)
+        self.code = code
+
+
+def make_ssl_context(
+    ca_bundle_pem: Optional[str], chain_path: str, key_path: str
+) -> ssl.SSLContext:
+    """A verifying client context: the account's CA bundle, else the bundled trust store."""
+    if ca_bundle_pem and ca_bundle_pem.strip():
+        context = ssl.create_default_context(cadata=ca_bundle_pem)
+    else:
+        try:
+            import certifi  # the trust store requests would use
+
+            context = ssl.create_default_context(cafile=certifi.where())
+        except ImportError:  # pragma: no cover - certifi ships with requests in lib/
+            context = ssl.create_default_context()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(chain_path, key_path)
+    return context
+
+
+def split_host(hostname: str) -> tuple[str, int]:
+    host, _, port = hostname.partition(":")
+    return host, int(port) if port else 443
+
+
+def _is_alert(error: ssl.SSLError) -> bool:
+    return "ALERT" in str(error).upper()
+
+
+def await_certificate_verdict(sock: ssl.SSLSocket, wait: float = VERDICT_WAIT) -> None:
+    """Raise if a TLS 1.3 server refuses the client certificate.
+
+    In TLS 1.3 the client's side of the handshake ends before the server has
+    checked the client certificate; its verdict (session tickets, or an alert and a
+    closed connection) follows one round trip later. Waiting for it before sending
+    tells "RM refused the certificate, no mail sent" apart from "the connection was
+    lost after the mail was sent", which must not be retried.
+    """
+    if sock.version() != "TLSv1.3" or not select.select([sock], [], [], wait)[0]:
+        return
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        if sock.recv(1) == b"":
+            raise ConnectionResetError("the server closed the connection after the handshake")
+    except ssl.SSLWantReadError:
+        pass  # only session tickets: the certificate was accepted
+    finally:
+        sock.settimeout(timeout)
+
+
+class RmClient:
+    def __init__(
+        self,
+        hostname: str,
+        context: ssl.SSLContext,
+        *,
+        proxy: Optional[Proxy] = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        max_attempts: int = MAX_ATTEMPTS,
+        backoff_base: float = BACKOFF_BASE,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+        log: Optional[Callable[[str], None]] = None,
+    ) -> None:
+        self.host, self.port = split_host(hostname)
+        self.context = context
+        self.proxy = proxy
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self._sleep = sleep
+        self._rng = rng
+        self._clock = clock
+        self._log = log or (lambda message: None)
+
+    def path(self, whitelist_name: str) -> str:
+        return "/rest/mail/sendQueue/" + quote(whitelist_name, safe="")
+
+    def send(self, whitelist_name: str, mail: dict) -> SendResult:
+        body = json.dumps(mail, ensure_ascii=False).encode("utf-8")
+        started = self._clock()
+        result = SendResult(code="", attempts=0, latency_ms=0)
+        for attempt in range(1, self.max_attempts + 1):
+            result.attempts = attempt
+            try:
+                self._attempt(self.path(whitelist_name), body, result)
+                break
+            except _Retryable as failure:
+                result.code, result.detail = failure.code, str(failure)
+                if attempt == self.max_attempts:
+                    break
+                delay = self.backoff_base * 2 ** (attempt - 1) * (0.5 + 0.5 * self._rng())
+                self._log(
+                    f"attempt {attempt}/{self.max_attempts} failed before any mail could "
+                    f"be sent ({failure.code}: {failure}); retry in {delay:.1f}s"
+                )
+                self._sleep(delay)
+        result.latency_ms = round((self._clock() - started) * 1000)
+        return result
+
+    def _connection(self) -> http.client.HTTPSConnection:
+        if self.proxy is None:
+            return http.client.HTTPSConnection(
+                self.host, self.port, context=self.context, timeout=self.connect_timeout
+            )
+        connection = http.client.HTTPSConnection(
+            self.proxy.host, self.proxy.port, context=self.context, timeout=self.connect_timeout
+        )
+        headers = {}
+        if self.proxy.username:
+            token = f"{self.proxy.username}:{self.proxy.password or ''}".encode()
+            headers["Proxy-Authorization"] = "Basic " + base64.b64encode(token).decode("ascii")
+        connection.set_tunnel(self.host, self.port, headers=headers)
+        return connection
+
+    def _attempt(self, path: str, body: bytes, result: SendResult) -> None:
+        connection = self._connection()
+        try:
+            began = self._clock()
+            try:
+                connection.connect()
+                await_certificate_verdict(connection.sock)
+            except ssl.SSLCertVerificationError as error:
+                # not retried: a certificate that does not verify will not verify later
+                result.code, result.detail = "TLS_HANDSHAKE_FAILED", _reason(error)
+                return
+            except ssl.SSLError as error:
+                if _is_alert(error):  # RM refused our certificate: it will again
+                    result.code, result.detail = "TLS_HANDSHAKE_FAILED", _reason(error)
+                    return
+                raise _Retryable("TLS_HANDSHAKE_FAILED", _reason(error)) from None
+            except (OSError, http.client.HTTPException) as error:
+                raise _Retryable("CONNECTION_FAILED", _reason(error)) from None
+            handshake = self._clock()
+            result.phases["tls_handshake_ms"] = _ms(handshake - began)
+            connection.sock.settimeout(self.read_timeout)
+            deadline = handshake + self.read_timeout
+            try:
+                connection.request(
+                    "POST",
+                    path,
+                    body=body,
+                    headers={
+                        "Content-Type": "application/json",
+                        "Accept": "application/json",
+                        "User-Agent": USER_AGENT,
+                    },
+                )
+                result.sent = True
+                response = connection.getresponse()
+                answer = _read_capped(response, deadline, self._clock)
+            except (OSError, http.client.HTTPException) as error:
+                result.code, result.detail = "NO_ANSWER", _reason(error)
+                return
+            result.phases["request_ms"] = _ms(self._clock() - handshake)
+            result.http_status = response.status
+            code = _code_of(answer)
+            if code is None and response.status == 503:
+                raise _Retryable("SERVICE_UNAVAILABLE", "HTTP 503 Service Unavailable")
+            if code is None:
+                result.code = "UNEXPECTED_ANSWER"
+                result.detail = f"HTTP {response.status}: {_snippet(answer)}"
+                return
+            result.code, result.detail = code, None
+        finally:
+            connection.close()
+
+
+def _read_capped(response: http.client.HTTPResponse, deadline: float, clock) -> bytes:
+    """The answer body, within the request's deadline: a per-read timeout alone does
+    not stop a server that trickles one byte at a time."""
+    chunks, size = [], 0
+    while size < MAX_ANSWER_BYTES:
+        if clock() > deadline:
+            raise socket.timeout("the answer did not arrive within the read timeout")
+        chunk = response.read1(4096)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _code_of(answer: bytes) -> Optional[str]:
+    try:
+        document = json.loads(answer.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    code = document.get("code") if isinstance(document, dict) else None
+    return str(code) if code not in (None, "") else None
+
+
+def _snippet(answer: bytes, limit: int = 200) -> str:
+    text = answer.decode("utf-8", "replace").strip().replace("\n", " ")
+    return text[:limit] + ("..." if len(text) > limit else "") if text else "(empty body)"
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {text}"
+
+
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)

@@ -1,0 +1,322 @@
+"""Apigee Sense reports: every encoding senders use, read into one model, and its events.
+
+Sense documents its body as "a JSON-formatted string" holding
+`{"text": {"metadata": {...}, "totalNumberOfBots": n, "bots": [...]}}`. Senders
+differ: `text` may be an object or a string holding JSON, the whole body may be a
+JSON string literal, counts come as strings, and the documented sample timestamp
+`2018-10-0917:04:48Z` has no `T`. All of them give the same `SenseReport`, hence the
+same events, field for field.
+
+A body that is not a Sense report raises `NotASenseReport` with a reason the sender
+can act on (the listener answers 400 with it). A single malformed bot inside an
+otherwise good report is skipped and counted, never fatal: one bad entry must not
+lose the other 299.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, NamedTuple, Optional
+
+from mailsec.core.events import Event, build_event, event_id
+from mailsec.core.timeutil import iso_z, parse_iso8601, to_epoch
+
+BOT_SOURCETYPE = "apigee:sense:bot"
+REPORT_SOURCETYPE = "apigee:sense:report"
+VENDOR_PRODUCT = "Apigee Sense"
+# Nesting a JSON string in a JSON string is what senders do; more than this is not a report.
+_MAX_STRING_NESTING = 3
+
+
+class NotASenseReport(ValueError):
+    """The body is not an Apigee Sense report; the message says why (HTTP 400)."""
+
+
+class Bot(NamedTuple):
+    rank: int  # 1 = most suspicious: Sense lists clients by suspicious calls, highest first
+    ip_address: str
+    bot_detected_last: Optional[str]  # canonical ISO 8601 UTC, 'T' restored
+    ip_isp: Optional[str]
+    ip_country: Optional[str]
+    ip_city: Optional[str]
+    bot_reason: tuple
+    call_count: Optional[int]
+    top_url: Optional[str]
+
+
+@dataclass(frozen=True)
+class SenseReport:
+    org: str
+    env: str
+    message_id: str
+    report_timestamp: datetime
+    total_number_of_bots: int
+    bots: tuple
+    # (position in the report, what was wrong) for each entry that could not be read
+    problems: tuple = field(default=())
+
+    @property
+    def bots_skipped(self) -> int:
+        return sum(1 for _, problem in self.problems if problem.startswith("skipped"))
+
+
+def parse_report(body: bytes) -> SenseReport:
+    """Read a request body in any encoding Sense senders use."""
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise NotASenseReport(f"the body is not UTF-8 text (byte {error.start})") from None
+    if not text.strip():
+        raise NotASenseReport("the body is empty")
+    document = _unwrap_json(text, "the body")
+    if not isinstance(document, dict):
+        raise NotASenseReport(f"the body is a JSON {_kind(document)}, not an object holding 'text'")
+    if "text" not in document:
+        raise NotASenseReport("the body has no 'text' member: not an Apigee Sense report")
+    inner = document["text"]
+    if isinstance(inner, str):
+        inner = _unwrap_json(inner, "'text'")
+    if not isinstance(inner, dict):
+        raise NotASenseReport(f"'text' is a JSON {_kind(inner)}, not an object")
+    return _read_report(inner)
+
+
+def _unwrap_json(text: str, what: str) -> Any:
+    value: Any = text
+    for _ in range(_MAX_STRING_NESTING):
+        try:
+            value = json.loads(value)
+        except ValueError as error:
+            raise NotASenseReport(f"{what} is not valid JSON: {error}") from None
+        if not isinstance(value, str):
+            return value
+    raise NotASenseReport(f"{what} is a JSON string nested more than {_MAX_STRING_NESTING} deep")
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    return "number"
+
+
+def _read_report(inner: dict) -> SenseReport:
+    metadata = inner.get("metadata")
+    if not isinstance(metadata, dict):
+        raise NotASenseReport("the report has no 'metadata' object")
+    values = {}
+    for key in ("org", "env", "reportTimestamp", "messageId"):
+        raw = metadata.get(key)
+        if isinstance(raw, bool) or not isinstance(raw, (str, int)) or str(raw).strip() == "":
+            raise NotASenseReport(f"metadata.{key} is missing or empty")
+        values[key] = str(raw).strip()
+    try:
+        report_timestamp = parse_iso8601(values["reportTimestamp"])
+    except ValueError:
+        raise NotASenseReport(
+            f"metadata.reportTimestamp is not an ISO 8601 date-time: {values['reportTimestamp']!r}"
+        ) from None
+    raw_bots = inner.get("bots", [])
+    if raw_bots is None:
+        raw_bots = []
+    if not isinstance(raw_bots, list):
+        raise NotASenseReport(f"'bots' is a JSON {_kind(raw_bots)}, not an array")
+    bots, problems = [], []
+    for position, raw in enumerate(raw_bots, start=1):
+        bot, bot_problems = _read_bot(position, raw)
+        problems.extend((position, problem) for problem in bot_problems)
+        if bot is not None:
+            bots.append(bot)
+    total = _count(inner.get("totalNumberOfBots"))
+    if total is None:
+        if inner.get("totalNumberOfBots") is not None:
+            problem = f"totalNumberOfBots is not a count: {inner['totalNumberOfBots']!r}"
+            problems.append((0, problem))
+        total = len(raw_bots)
+    return SenseReport(
+        org=values["org"],
+        env=values["env"],
+        message_id=values["messageId"],
+        report_timestamp=report_timestamp,
+        total_number_of_bots=total,
+        bots=tuple(bots),
+        problems=tuple(problems),
+    )
+
+
+def _read_bot(position: int, raw: Any) -> tuple:
+    if not isinstance(raw, dict):
+        return None, [f"skipped: the entry is a JSON {_kind(raw)}, not an object"]
+    ip_address = _text(raw.get("ipAddress"))
+    if ip_address is None:
+        return None, ["skipped: ipAddress is missing"]
+    problems = []
+    detected = None
+    if raw.get("botDetectedLast") not in (None, ""):
+        detected = _canonical_time(str(raw["botDetectedLast"]))
+        if detected is None:
+            problems.append(f"botDetectedLast is not a date-time: {raw['botDetectedLast']!r}")
+    call_count = _count(raw.get("callCount"))
+    if call_count is None and raw.get("callCount") not in (None, ""):
+        problems.append(f"callCount is not a count: {raw['callCount']!r}")
+    bot = Bot(
+        position,
+        ip_address,
+        detected,
+        _text(raw.get("ipIsp")),
+        _text(raw.get("ipCountry")),
+        _text(raw.get("ipCity")),
+        _reasons(raw.get("botReason")),
+        call_count,
+        _text(raw.get("topUrl")),
+    )
+    return bot, problems
+
+
+# what Sense sends: '2018-10-09T17:04:48Z', or its sample's '2018-10-0917:04:48Z'
+_SENSE_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T?(\d{2}):(\d{2}):(\d{2})Z\Z")
+
+
+def _canonical_time(text: str) -> Optional[str]:
+    """ISO 8601 UTC with 'T' and 'Z'; None when it is not a date-time. Sense's own
+    forms take a fast path (300 per report); anything else goes through the parser."""
+    match = _SENSE_TIME.match(text)
+    if match:
+        year, month, day, hour, minute, second = map(int, match.groups())
+        try:
+            date(year, month, day)
+        except ValueError:
+            return None
+        if hour > 23 or minute > 59 or second > 59:
+            return None
+        return f"{text[:10]}T{text[-9:]}"
+    try:
+        return iso_seconds(parse_iso8601(text))
+    except ValueError:
+        return None
+
+
+def _text(value: Any) -> Optional[str]:
+    if type(value) is str:  # nearly always: the fast path
+        return value.strip() or None
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _count(value: Any) -> Optional[int]:
+    """Counts arrive as numbers or as strings ("274529"); anything else is not a count."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and value >= 0 else None
+    if isinstance(value, str):
+        text = value.strip().replace(",", "")
+        if text.isdigit():
+            return int(text)
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+        return int(number) if number.is_integer() and number >= 0 else None
+    return None
+
+
+def _reasons(value: Any) -> tuple:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        # a sender that flattens the list joins it with commas
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list):
+        reasons = [_text(item) for item in value]
+        return tuple(text for text in reasons if text)
+    return ()
+
+
+def iso_seconds(moment: datetime) -> str:
+    """ISO 8601 UTC as Sense writes it ('Z', no fraction unless there is one)."""
+    if moment.microsecond:
+        return iso_z(moment)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_events(
+    report: SenseReport,
+    *,
+    source_ip: str,
+    received_at: datetime,
+    index: Optional[str] = None,
+    source: Optional[str] = None,
+    host: Optional[str] = None,
+) -> list:
+    """One `apigee:sense:bot` event per bot, then one `apigee:sense:report` event.
+
+    Both carry `_time` = reportTimestamp and an `event_id` made from the report's
+    identity (org, env, messageId), so a report indexed twice is removable with
+    `dedup event_id`. The bot events are the events `build_event` makes, built
+    here without its per-event work (the time formatted once per report).
+    """
+    common = {
+        "org": report.org,
+        "env": report.env,
+        "message_id": report.message_id,
+        "report_timestamp": iso_seconds(report.report_timestamp),
+    }
+    identity = (report.org, report.env, report.message_id)
+    placement = {"index": index, "source": source, "host": host}
+    time_text = iso_z(report.report_timestamp)
+    epoch = round(to_epoch(report.report_timestamp), 6)
+    events: list[Event] = []
+    for bot in report.bots:
+        data = {
+            "time": time_text,
+            **common,
+            "rank": bot.rank,
+            "ip_address": bot.ip_address,
+            "bot_detected_last": bot.bot_detected_last,
+            "ip_isp": bot.ip_isp,
+            "ip_country": bot.ip_country,
+            "ip_city": bot.ip_city,
+            "bot_reason": list(bot.bot_reason),
+            "call_count": bot.call_count,
+            "top_url": bot.top_url,
+            "vendor_product": VENDOR_PRODUCT,
+        }
+        data["event_id"] = event_id(BOT_SOURCETYPE, (*identity, bot.rank, bot.ip_address))
+        events.append(Event(time=epoch, sourcetype=BOT_SOURCETYPE, data=data, **placement))
+    fields = dict(common)
+    fields.update(
+        {
+            "total_number_of_bots": report.total_number_of_bots,
+            "bots_in_report": len(report.bots),
+            "bots_skipped": report.bots_skipped,
+            "source_ip": source_ip,
+            "received_at": iso_z(received_at),
+            "vendor_product": VENDOR_PRODUCT,
+        }
+    )
+    events.append(
+        build_event(REPORT_SOURCETYPE, report.report_timestamp, fields, identity, **placement)
+    )
+    return events
+
+
+def report_key(report: SenseReport) -> Sequence[str]:
+    """What makes a report unique: Sense's messageId is an epoch in milliseconds,
+    so two orgs or environments posting to one listener could share it."""
+    return (report.org, report.env, report.message_id)

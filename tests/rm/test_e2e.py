@@ -1,0 +1,167 @@
+"""The installed add-on's bin/rm_send_mail.py run as splunkd runs it: `--execute`,
+the JSON payload on stdin, a gzipped results file, the account in the splunkd
+stand-in, the mail over mutual TLS to the RM simulator."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+
+from harness.alert import run_alert
+from harness.proxy import ConnectProxy
+from rm.conftest import P12_PASSWORD, leftover_cert_dirs, read_stash
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def script(installed_app):
+    return installed_app / "bin" / "rm_send_mail.py"
+
+
+@pytest.fixture
+def account(sim, client_cert, ca, splunkd, secret_scan):
+    p12 = base64.b64encode(client_cert.to_pkcs12(P12_PASSWORD.encode())).decode()
+    fields = {
+        "hostname": sim.hostname,
+        "whitelist_name": "SplunkAlerts",
+        "client_certificate": p12,
+        "certificate_password": P12_PASSWORD,
+        "ca_bundle": ca.cert_pem.decode(),
+    }
+    splunkd.add_account(
+        "rm_account", "rm1", fields, encrypted=("client_certificate", "certificate_password")
+    )
+    secret_scan.add(P12_PASSWORD, name="certificate password")
+    secret_scan.add(p12, name="PKCS#12")
+    secret_scan.add(client_cert.key_pem.decode(), name="client key")
+    return fields
+
+
+CONFIGURATION = {
+    "account": "rm1",
+    "to": "Ops@Corp.Example, noc@corp.example",
+    "subject": "Splunk alert: failed logins",
+    "text": "Failed logins above threshold.",
+    "html": "<p>Failed logins above threshold.</p>",
+    "important": "1",
+    "include_results": "table",
+    "max_rows": "2",
+    "result_index": "mail_audit",
+}
+RESULTS = [
+    {"user": "alice", "src": ["10.0.0.1", "10.0.0.2"], "note": "<b>bold</b> & more"},
+    {"user": "bob", "src": "10.0.0.3", "note": "ok"},
+    {"user": "carol", "src": "10.0.0.4", "note": "cut by max_rows"},
+]
+
+
+def run(script, splunkd, splunk_home, tmp_path, configuration=None, **kwargs):
+    private_tmp = tmp_path / "script_tmp"
+    private_tmp.mkdir(exist_ok=True)
+    result = run_alert(
+        script,
+        configuration={**CONFIGURATION, **(configuration or {})},
+        results=RESULTS,
+        server_uri=splunkd.server_uri,
+        session_key=kwargs.pop("session_key", splunkd.session_key),
+        search_name="Failed logins",
+        splunk_home=splunk_home,
+        env={"TMPDIR": str(private_tmp), **kwargs.pop("env", {})},
+        timeout=60,
+        **kwargs,
+    )
+    headers, events = read_stash(splunk_home)
+    assert leftover_cert_dirs(private_tmp) == []
+    assert "Traceback" not in result.stderr and "Traceback" not in result.log_text()
+    return result, headers, events
+
+
+def test_real_payload_with_gzipped_results(
+    script, sim, account, splunkd, splunk_home, tmp_path, secret_scan
+):
+    result, headers, [event] = run(script, splunkd, splunk_home, tmp_path)
+    secret_scan.watch("alert run", result)
+    secret_scan.watch("outcome event", json.dumps(event))
+    result.assert_ok()
+    assert headers == ["***SPLUNK*** index=mail_audit sourcetype=rm:mail:send source=rm_send_mail"]
+    assert event["code"] == "DONE" and event["range"] == "dispatch"
+    assert event["search_name"] == "Failed logins" and event["sid"] == result.payload["sid"]
+    assert event["recipient_count"] == 2 and event["recipient_domains"] == ["corp.example"]
+    assert event["result_rows"] == 2
+    [mail] = sim.mailbox
+    assert mail["toAddresses"] == ["ops@corp.example", "noc@corp.example"]
+    assert "alice" in mail["text"] and "10.0.0.1, 10.0.0.2" in mail["text"]
+    assert "carol" not in mail["text"]
+    assert "&lt;b&gt;bold&lt;/b&gt; &amp; more" in mail["html"]
+    log = result.log_text()
+    assert 'code="DONE"' in log and "lower-cased" in log
+
+
+def test_wrong_certificate_password_is_a_clear_event(
+    script, sim, account, splunkd, splunk_home, tmp_path
+):
+    splunkd.add_account(
+        "rm_account",
+        "rm1",
+        {**account, "certificate_password": "not-the-password"},
+        encrypted=("client_certificate", "certificate_password"),
+    )
+    result, _, [event] = run(script, splunkd, splunk_home, tmp_path)
+    assert result.returncode == 2
+    assert event["code"] == "CERTIFICATE_PASSWORD_WRONG"
+    assert "password" in event["action_to_take"]
+    assert sim.connections == 0
+
+
+def test_local_validation_reaches_nothing(script, sim, account, splunkd, splunk_home, tmp_path):
+    result, _, [event] = run(script, splunkd, splunk_home, tmp_path, {"subject": ""})
+    assert result.returncode == 2
+    assert event["code"] == "SUBJECT_IS_NOT_ALLOWED_TO_BE_EMPTY"
+    assert sim.connections == 0 and sim.requests == []
+
+
+def test_rm_refusal_exit_status(script, sim, account, splunkd, splunk_home, tmp_path):
+    sim.registry.whitelist[0].ip = "192.0.2.10"
+    result, _, [event] = run(script, splunkd, splunk_home, tmp_path)
+    assert result.returncode == 3
+    assert event["code"] == "HAS_PERMISSION_HAS_WHITELIST_MATCH_NAME_BUT_IP_MISMATCH"
+    assert "IP address" in event["action_to_take"]
+
+
+def test_bad_session_key_is_reported_quickly(script, sim, account, splunkd, splunk_home, tmp_path):
+    result, _, [event] = run(script, splunkd, splunk_home, tmp_path, session_key="expired")
+    assert result.returncode == 2 and event["code"] == "ACCOUNT_INVALID"
+    assert result.duration < 10  # no solnlib 1+2+4 s retry on a splunkd error
+
+
+def test_mail_goes_through_the_proxy_tab(script, sim, account, splunkd, splunk_home, tmp_path):
+    with ConnectProxy(required_credentials="proxyuser:proxy-Secret-1") as proxy:
+        splunkd.set_settings(
+            "proxy",
+            {
+                "proxy_enabled": "1",
+                "proxy_type": "http",
+                "proxy_url": "127.0.0.1",
+                "proxy_port": str(proxy.port),
+                "proxy_username": "proxyuser",
+                "proxy_password": "proxy-Secret-1",
+            },
+            encrypted=("proxy_password",),
+        )
+        result, _, [event] = run(script, splunkd, splunk_home, tmp_path)
+    result.assert_ok()
+    assert event["code"] == "DONE"
+    assert proxy.seen == [("CONNECT", sim.hostname, "proxyuser:proxy-Secret-1")]
+
+
+def test_needs_the_execute_flag(script, splunk_home):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-S", str(script)], capture_output=True, text=True, timeout=30, input=""
+    )
+    assert done.returncode == 1 and "--execute" in done.stderr

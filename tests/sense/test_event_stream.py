@@ -1,0 +1,53 @@
+"""The adapter's batched event writer gives exactly splunklib's event stream."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+from splunklib.modularinput import Event as SplunkEvent
+from splunklib.modularinput.event_writer import EventWriter
+
+from mailsec.adapters.modinput import SplunkEventSink
+from mailsec.core.events import build_event
+
+FIELDS = [
+    {"ip_address": "198.18.0.1", "top_url": "/v1/a?x=1&y=<2>", "ip_city": "São Paulo"},
+    {"ip_isp": "Ünïcode & <markup> \"quotes\" 'apostrophes'", "emoji": "🤖"},
+    {"bot_reason": ["Flooder", "Content Robber"], "call_count": 274529},
+]
+
+
+def splunklib_stream(events, default_index, full_name) -> str:
+    out = io.StringIO()
+    writer = EventWriter(output=out)
+    for event in events:
+        writer.write_event(
+            SplunkEvent(
+                data=event.to_json(),
+                time=f"{event.time:.3f}",
+                index=event.index or default_index,
+                sourcetype=event.sourcetype,
+                source=event.source or full_name,
+                host=event.host,
+                done=True,
+                unbroken=True,
+            )
+        )
+    return out.getvalue()
+
+
+def test_batched_writes_equal_splunklib_event_by_event():
+    events = [
+        build_event("apigee:sense:bot", 1539105912.5 + n, fields, (n,), host="hf-1" if n else None)
+        for n, fields in enumerate(FIELDS)
+    ]
+    events.append(build_event("apigee:sense:report", 1539105912, {"org": "o"}, ("r",), index="x"))
+    out = io.StringIO()
+    logger = logging.getLogger("test.stream")
+    sink = SplunkEventSink(EventWriter(output=out), logger, "sense_listener://a", "sense")
+    assert sink.write(events[:2]) == 2
+    assert sink.write([]) == 0
+    assert sink.write(events[2:]) == 2
+    assert out.getvalue() == splunklib_stream(events, "sense", "sense_listener://a")
+    assert out.getvalue().count("<stream>") == 1

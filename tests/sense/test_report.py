@@ -1,0 +1,193 @@
+"""Reading Sense reports in every encoding, and the events built from them."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from mailsec.sense.report import (
+    BOT_SOURCETYPE,
+    REPORT_SOURCETYPE,
+    NotASenseReport,
+    build_events,
+    parse_report,
+)
+from sense.sender import ENCODINGS, encode, make_report
+
+RECEIVED = datetime(2018, 10, 9, 17, 25, 14, tzinfo=timezone.utc)
+
+# The vendor's own sample (seeds/002), byte for byte in content.
+VENDOR_SAMPLE = {
+    "text": {
+        "metadata": {
+            "org": "my-org",
+            "env": "prod",
+            "reportTimestamp": "2018-10-09T17:25:12Z",
+            "messageId": "1539105912220",
+        },
+        "totalNumberOfBots": 1,
+        "bots": [
+            {
+                "ipAddress": "11.111.111.11",
+                "botDetectedLast": "2018-10-0917:04:48Z",
+                "ipIsp": "Their ISP",
+                "ipCountry": "United States",
+                "botReason": ["Flooder", "Content Robber"],
+                "callCount": "274529",
+                "topUrl": "/v1/my/url",
+                "ipCity": "Los Angeles",
+            }
+        ],
+    }
+}
+
+
+def events_of(body: bytes) -> list:
+    report = parse_report(body)
+    return build_events(report, source_ip="192.0.2.7", received_at=RECEIVED)
+
+
+def test_the_vendor_sample_gives_the_spec_fields():
+    bot, report = events_of(json.dumps(json.dumps(VENDOR_SAMPLE)).encode())
+    assert bot.sourcetype == BOT_SOURCETYPE
+    assert report.sourcetype == REPORT_SOURCETYPE
+    # _time is reportTimestamp
+    assert (
+        bot.time
+        == report.time
+        == datetime(2018, 10, 9, 17, 25, 12, tzinfo=timezone.utc).timestamp()
+    )
+    assert {k: v for k, v in bot.data.items() if k != "event_id"} == {
+        "time": "2018-10-09T17:25:12.000000Z",
+        "org": "my-org",
+        "env": "prod",
+        "message_id": "1539105912220",
+        "report_timestamp": "2018-10-09T17:25:12Z",
+        "rank": 1,
+        "ip_address": "11.111.111.11",
+        "bot_detected_last": "2018-10-09T17:04:48Z",  # the sample's missing T restored
+        "ip_isp": "Their ISP",
+        "ip_country": "United States",
+        "ip_city": "Los Angeles",
+        "bot_reason": ["Flooder", "Content Robber"],
+        "call_count": 274529,  # an integer, not the string Sense sends
+        "top_url": "/v1/my/url",
+        "vendor_product": "Apigee Sense",
+    }
+    assert report.data["total_number_of_bots"] == 1
+    assert report.data["bots_in_report"] == 1
+    assert report.data["source_ip"] == "192.0.2.7"
+    assert report.data["received_at"] == "2018-10-09T17:25:14.000000Z"
+    assert len(bot.event_id) == 32 and bot.event_id != report.event_id
+
+
+@pytest.mark.parametrize("bots", [1, 17, 300])
+def test_every_encoding_gives_the_same_events_field_for_field(bots):
+    report = make_report(bots, seed=bots)
+    canonical = [(e.sourcetype, e.time, e.data) for e in events_of(encode(report, "object"))]
+    assert len(canonical) == bots + 1
+    for encoding in ENCODINGS[1:]:
+        body = encode(report, encoding)
+        assert body != encode(report, "object")  # the encoding really differs
+        got = [(e.sourcetype, e.time, e.data) for e in events_of(body)]
+        assert got == canonical, encoding
+
+
+def test_bot_events_are_exactly_what_the_core_event_builder_makes():
+    from mailsec.core.events import build_event
+
+    report = parse_report(encode(make_report(40, seed=5), "as_sense_sample"))
+    events = build_events(report, source_ip="192.0.2.7", received_at=RECEIVED, source="s")
+    for event in events[:-1]:
+        fields = {k: v for k, v in event.data.items() if k not in ("time", "event_id")}
+        key = (report.org, report.env, report.message_id, fields["rank"], fields["ip_address"])
+        expected = build_event(event.sourcetype, report.report_timestamp, fields, key, source="s")
+        assert event == expected
+        assert list(event.data) == list(expected.data)  # the same key order, "time" first
+
+
+def test_300_bots_give_300_bot_events_and_one_report_event():
+    events = events_of(encode(make_report(300), "as_sense_sample"))
+    kinds = [e.sourcetype for e in events]
+    assert kinds.count(BOT_SOURCETYPE) == 300
+    assert kinds.count(REPORT_SOURCETYPE) == 1
+    assert len({e.event_id for e in events}) == 301
+    assert [e.data["rank"] for e in events[:-1]] == list(range(1, 301))
+
+
+def test_event_ids_are_stable_and_scoped_by_org_env_and_message():
+    body = encode(make_report(3, message_id="42"), "object")
+    first, again = events_of(body), events_of(body)
+    assert [e.event_id for e in first] == [e.event_id for e in again]
+    other_env = events_of(encode(make_report(3, message_id="42", env="test"), "object"))
+    assert not {e.event_id for e in first} & {e.event_id for e in other_env}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", "empty"),
+        (b"\xff\xfe\x00garbage", "not UTF-8"),
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "JSON array"),
+        (b'"just a string"', "not valid JSON"),
+        (json.dumps(json.dumps(json.dumps(json.dumps({"text": {}})))).encode(), "nested"),
+        (b'{"bots": []}', "no 'text'"),
+        (b'{"text": 5}', "'text' is a JSON number"),
+        (b'{"text": "{broken"}', "'text' is not valid JSON"),
+        (b'{"text": {"bots": []}}', "no 'metadata'"),
+        (b'{"text": {"metadata": "x"}}', "no 'metadata'"),
+        (b'{"text": {"metadata": {"org": "o", "env": "e", "reportTimestamp": "2018-10-09T17:25:12Z"}}}', "messageId"),
+        (b'{"text": {"metadata": {"org": "", "env": "e", "reportTimestamp": "2018-10-09T17:25:12Z", "messageId": "1"}}}', "metadata.org"),
+        (b'{"text": {"metadata": {"org": "o", "env": "e", "reportTimestamp": "yesterday", "messageId": "1"}}}', "reportTimestamp"),
+        (b'{"text": {"metadata": {"org": "o", "env": "e", "reportTimestamp": "2018-10-09T17:25:12Z", "messageId": "1"}, "bots": {}}}', "'bots' is a JSON object"),
+    ],
+)  # fmt: skip
+def test_a_body_that_is_not_a_sense_report_is_refused_with_its_reason(body, reason):
+    with pytest.raises(NotASenseReport) as error:
+        parse_report(body)
+    assert reason in str(error.value)
+
+
+def test_a_bad_bot_entry_is_skipped_and_counted_the_rest_kept():
+    report = make_report(3, message_id="7")
+    bots = report["text"]["bots"]
+    bots.insert(1, "not an object")
+    bots.append({"ipCountry": "Nowhere"})  # no ipAddress
+    bots[0]["callCount"] = "lots"
+    bots[2]["botDetectedLast"] = "soon"
+    parsed = parse_report(encode(report, "object"))
+    assert [b.ip_address for b in parsed.bots] == [
+        bots[0]["ipAddress"],
+        bots[2]["ipAddress"],
+        bots[3]["ipAddress"],
+    ]
+    assert parsed.bots_skipped == 2
+    assert parsed.bots[0].call_count is None
+    assert parsed.bots[1].bot_detected_last is None
+    assert len(parsed.problems) == 4
+    events = build_events(parsed, source_ip="192.0.2.7", received_at=RECEIVED)
+    assert events[-1].data["bots_in_report"] == 3
+    assert events[-1].data["bots_skipped"] == 2
+
+
+def test_a_report_without_bots_gives_only_the_report_event():
+    report = make_report(0, message_id="9")
+    events = events_of(encode(report, "text_string"))
+    assert [e.sourcetype for e in events] == [REPORT_SOURCETYPE]
+    assert events[0].data["total_number_of_bots"] == 0
+
+
+def test_bot_reason_as_a_comma_separated_string_and_counts_with_separators():
+    report = make_report(1, message_id="11")
+    report["text"]["bots"][0].update(botReason="Flooder, Content Robber", callCount="1,024")
+    (bot,) = parse_report(encode(report, "object")).bots
+    assert bot.bot_reason == ("Flooder", "Content Robber")
+    assert bot.call_count == 1024
+
+
+def test_a_byte_order_mark_is_tolerated():
+    body = b"\xef\xbb\xbf" + encode(make_report(2), "object")
+    assert len(parse_report(body).bots) == 2
