@@ -160,6 +160,8 @@ class AuditExportService:
                 begin_date=request["begin"],
                 end_date=request["end"],
             )
+            if request.get("completed"):
+                data["completed_date"] = request["completed"]
         data.update(fields)
         key = [self.domain, request["id"] if request else None, action, detail]
         return build_event(EXPORT_SOURCETYPE, self._now(), data, key, index=self.config.index)
