@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import random
 import re
 from dataclasses import dataclass, field
@@ -154,8 +155,11 @@ def _encoded_words(text: str) -> str:
     )
 
 
-def build(user: str, begin: datetime, count: int, seed: str) -> list:
-    """`count` message specs for one user and window, the same for the same seed."""
+def build(user: str, begin: datetime, count: int, seed: str, attachment_kib: tuple = ()) -> list:
+    """`count` message specs for one user and window, the same for the same seed.
+
+    Attachments are 200 B to 40 KB (fast tests), or log-uniform between the two
+    `attachment_kib` bounds (the benchmark's realistic mailbox)."""
     rng = random.Random(seed)
     specs = []
     for n in range(count):
@@ -179,7 +183,11 @@ def build(user: str, begin: datetime, count: int, seed: str) -> list:
         body = "\n".join(body_lines) + "\n"
         attachments = []
         if kind in (1, 2, 4, 6):
-            size = rng.randint(200, 40000)
+            if attachment_kib:
+                low, high = (math.log(bound * 1024) for bound in attachment_kib)
+                size = int(math.exp(rng.uniform(low, high)))
+            else:
+                size = rng.randint(200, 40000)
             attachments.append((f"scan-{n}.pdf", "application/pdf", rng.randbytes(size)))
         if kind == 4:
             attachments.append(("notes — été.txt", "text/plain", f"notes {n}\n".encode() * 20))

@@ -126,12 +126,33 @@ def test_adjacent_encoded_words_join_without_a_space():
     [
         ("=?x-unknown?Q?abc?=", "abc"),  # unknown charset: replaced, not fatal
         ("=?UTF-8?B?////?=", "\ufffd\ufffd\ufffd"),  # invalid UTF-8 in an encoded word
-        ("plain\udcff text", "plain\ufffd text"),  # a raw 8-bit byte
         ("=?UTF-8?Q?broken", "=?UTF-8?Q?broken"),  # an unterminated word stays as is
     ],
 )
 def test_bad_header_bytes_are_replaced_never_fatal(raw, expected):
     assert decode_header_value(raw) == expected
+
+
+def test_raw_8bit_header_bytes_read_as_utf8_invalid_ones_replaced():
+    raw = b"Subject: caf\xc3\xa9 \xff end\nFrom: =?UTF-8?Q?Jos=C3=A9?= <j@x.org>\n\nbody\n"
+    fields = parse(raw).fields()
+    assert fields["subject"] == "caf\u00e9 \ufffd end"
+    assert fields["from"] == "Jos\u00e9 <j@x.org>" and fields["sender"] == "j@x.org"
+
+
+def test_rfc2231_filename_and_quoted_display_names():
+    raw = (
+        b'From: "Smith, J (j@evil.example)" <john@x.org>\nTo: a@x.org, "B, C" <b@y.org>\n'
+        b'Content-Type: multipart/mixed; boundary="=_b"\n\n--=_b\n'
+        b"Content-Type: application/pdf\nContent-Transfer-Encoding: base64\n"
+        b"Content-Disposition: attachment; filename*0*=utf-8''r%C3%A9sum; filename*1*=%C3%A9.pdf\n"
+        b"\nAAAA\n--=_b--\n"
+    )
+    fields = parse(raw).fields()
+    assert fields["sender"] == "john@x.org"
+    assert fields["recipients"] == ["a@x.org", "b@y.org"]
+    assert fields["attachments"][0]["filename"] == "r\u00e9sum\u00e9.pdf"
+    assert fields["attachments"][0]["size"] == 3
 
 
 def test_body_is_cut_at_body_max_bytes_and_only_when_asked():

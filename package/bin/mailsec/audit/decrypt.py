@@ -16,6 +16,7 @@ fills and gpg waits. Memory stays at a few chunks whatever the file size.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import queue
 import shutil
@@ -106,12 +107,16 @@ class GnupgSession:
 
         def work() -> None:
             try:
-                with open(path, "rb") as source:
-                    gpg = self.gpg
-                    gpg.on_data = on_data
-                    outcome["result"] = gpg.decrypt_file(
-                        source, passphrase=self._passphrase, always_trust=True
-                    )
+                gpg = self.gpg
+                gpg.on_data = on_data
+                # gpg reads the file itself (the path as its argument): stdin carries
+                # only the passphrase, and no Python thread copies the ciphertext
+                outcome["result"] = gpg.decrypt_file(
+                    io.BytesIO(b""),
+                    passphrase=self._passphrase,
+                    always_trust=True,
+                    extra_args=["--", path],
+                )
             except BaseException as error:  # reported to the reading thread
                 outcome["error"] = error
             _put_end(chunks, abandoned)

@@ -17,12 +17,11 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass, field
-from email import message_from_string
 from email.header import decode_header, make_header
-from email.message import Message
-from email.policy import compat32
-from email.utils import getaddresses, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Optional
+
+from mailsec.audit.headers import Headers, mime_params
 
 HEADER_LIMIT = 1 << 20  # a header block beyond 1 MiB is cut (the rest is skipped)
 PART_HEADER_LIMIT = 64 << 10
@@ -38,8 +37,12 @@ def decode_header_value(raw: Any) -> str:
     if raw is None:
         return ""
     text = str(raw)
+    if "=?" not in text:  # the common case: no encoded word
+        if "\n" in text:
+            text = _FOLD.sub("", text)
+        return text.strip()
     if _SURROGATE.search(text):
-        # raw 8-bit bytes (compat32 keeps them as surrogates): most are UTF-8
+        # raw 8-bit bytes decoded with surrogateescape: most are UTF-8
         text = text.encode("ascii", "surrogateescape").decode("utf-8", "replace")
     text = _FOLD.sub("", text)
     if not _ENCODED_WORD.search(text):
@@ -72,19 +75,8 @@ def _decode_bytes(value: bytes, charset: Optional[str]) -> str:
         return value.decode("utf-8", "replace")
 
 
-def _raw(headers: Message, name: str) -> str:
-    """A header's raw text (compat32 wraps 8-bit values in Header objects)."""
-    wanted = name.lower()
-    for key, value in headers.raw_items():
-        if key.lower() == wanted:
-            return str(value)
-    return ""
-
-
-def _parse_headers(block: bytes) -> Message:
-    # 8-bit header bytes are nearly always UTF-8 (RFC 6532); anything else is
-    # replaced here, once, so every header reads as plain text afterwards
-    return message_from_string(block.decode("utf-8", "replace") + "\n", policy=compat32)
+def _parse_headers(block: bytes) -> Headers:
+    return Headers.parse(block)
 
 
 @dataclass
@@ -112,13 +104,7 @@ class _Decoder:
 
     def feed(self, data: bytes) -> bytes:
         if self.encoding == "base64":
-            data = self._carry + data.translate(None, _WHITESPACE)
-            usable = len(data) - len(data) % 4
-            self._carry = data[usable:]
-            try:
-                return binascii.a2b_base64(data[:usable])
-            except binascii.Error:
-                return b""
+            return self._base64(data)
         if self.encoding == "quoted-printable":
             data = self._carry + data
             cut = data.rfind(b"\n") + 1
@@ -126,8 +112,30 @@ class _Decoder:
             return binascii.a2b_qp(data[:cut]) if cut else b""
         return data
 
+    def _base64(self, data: bytes) -> bytes:
+        # Fast path: whole lines of a well-formed part hold a multiple of 4 base64
+        # characters, and a2b_base64 skips the line breaks itself. A slice that does
+        # not (odd line lengths) makes it raise, never decode wrongly: then the
+        # whitespace is removed and the characters are counted.
+        data = self._carry + data if self._carry else data
+        cut = data.rfind(b"\n") + 1
+        if cut:
+            self._carry = data[cut:]
+            try:
+                return binascii.a2b_base64(data[:cut] if cut < len(data) else data)
+            except binascii.Error:
+                data = data[:cut].translate(None, _WHITESPACE) + self._carry
+        else:
+            data = data.translate(None, _WHITESPACE)
+        usable = len(data) - len(data) % 4
+        self._carry = data[usable:]
+        try:
+            return binascii.a2b_base64(data[:usable])
+        except binascii.Error:
+            return b""
+
     def close(self) -> bytes:
-        rest, self._carry = self._carry, b""
+        rest, self._carry = self._carry.translate(None, _WHITESPACE), b""
         if not rest:
             return b""
         if self.encoding == "base64":
@@ -141,16 +149,16 @@ class _Decoder:
 class _Leaf:
     """A non-multipart part: hashed when an attachment, captured when the body."""
 
-    def __init__(self, headers: Message, body_limit: int) -> None:
-        self.content_type = headers.get_content_type()
-        disposition = _raw(headers, "Content-Disposition").split(";")[0].strip().lower()
-        try:
-            filename = headers.get_filename()
-        except Exception:
-            filename = None
+    def __init__(self, headers: Headers, body_limit: int) -> None:
+        self.content_type = headers.content_type()
+        disposition_value = headers.get("content-disposition")
+        disposition = disposition_value.split(";", 1)[0].strip().lower()
+        filename = mime_params(disposition_value).get("filename") or headers.param(
+            "content-type", "name"
+        )
         self.attachment: Optional[Attachment] = None
         self.body: Optional[bytearray] = None
-        self.charset = headers.get_content_charset() or "utf-8"
+        self.charset = headers.param("content-type", "charset") or "utf-8"
         if disposition == "attachment" or filename:
             name = decode_header_value(filename) if filename else None
             self.attachment = Attachment(name, self.content_type)
@@ -158,8 +166,9 @@ class _Leaf:
         elif body_limit > 0 and self.content_type == "text/plain":
             self.body = bytearray()
         self._limit = body_limit
-        encoding = _raw(headers, "Content-Transfer-Encoding").strip().lower()
+        encoding = headers.get("content-transfer-encoding").strip().lower()
         self._decoder = _Decoder(encoding)
+        self.base64 = encoding == "base64"
         self.wanted = self.attachment is not None or self.body is not None
 
     def feed(self, data: bytes) -> None:
@@ -184,15 +193,16 @@ class _Leaf:
 
 @dataclass
 class ParsedMessage:
-    headers: Message
+    headers: Headers
     size: int
     attachments: list = field(default_factory=list)
     body: Optional[str] = None
     complete: bool = True  # False: the headers or a multipart never ended
 
     def header(self, name: str) -> str:
-        wanted = name.lower()
-        values = [value for key, value in self.headers.raw_items() if key.lower() == wanted]
+        values = self.headers.get_all(name.lower())
+        if len(values) == 1:
+            return decode_header_value(values[0])
         return ", ".join(decode_header_value(value) for value in values)
 
     def date(self):
@@ -230,11 +240,26 @@ class ParsedMessage:
         return out
 
 
+_ANGLE_ADDRESS = re.compile(r"<\s*([^<>\s@]+@[^<>\s]+?)\s*>")
+_BARE_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+[A-Za-z0-9]")
+_QUOTED_OR_COMMENT = re.compile(r'"(?:[^"\\]|\\.)*"|\([^()]*\)')
+
+
 def _addresses(*values: str) -> list:
+    """The addr-specs of address headers, one per comma-separated item: the `<...>`
+    one where given, else the bare one. Quoted display names and comments, which
+    may hold an `@` or a comma, are dropped first."""
     found = []
-    for _name, address in getaddresses([value for value in values if value]):
-        if "@" in address and address not in found:
-            found.append(address)
+    for value in values:
+        if not value or "@" not in value:
+            continue
+        text = _QUOTED_OR_COMMENT.sub("", value) if ('"' in value or "(" in value) else value
+        for item in text.split(","):
+            match = _ANGLE_ADDRESS.search(item) or _BARE_ADDRESS.search(item)
+            if match:
+                address = match.group(1) if match.re is _ANGLE_ADDRESS else match.group(0)
+                if address not in found:
+                    found.append(address)
     return found
 
 
@@ -249,7 +274,7 @@ class MessageParser:
     def __init__(self, include_body: bool = False, body_max_bytes: int = 32 * 1024) -> None:
         self._body_limit = body_max_bytes if include_body else 0
         self._headers = bytearray()
-        self._top: Optional[Message] = None
+        self._top: Optional[Headers] = None
         self._skipping_headers = False
         self._pending = b""  # an incomplete line (multipart scanning only)
         self._held = b""  # a line break that may precede a boundary line
@@ -287,18 +312,16 @@ class MessageParser:
         return rest
 
     # -- body --------------------------------------------------------------
-    def _begin_entity(self, headers: Message) -> None:
+    def _begin_entity(self, headers: Headers) -> None:
         """A part's headers are known: a multipart pushes its boundary, a leaf starts."""
         try:
             self._begin_entity_checked(headers)
         except Exception:  # headers too broken to read: the part is skipped, not fatal
             self._leaf = None
 
-    def _begin_entity_checked(self, headers: Message) -> None:
-        if headers.get_content_maintype() == "multipart":
-            boundary = headers.get_param("boundary")
-            if isinstance(boundary, tuple):  # RFC 2231 encoded parameter
-                boundary = boundary[2]
+    def _begin_entity_checked(self, headers: Headers) -> None:
+        if headers.content_type().startswith("multipart/"):
+            boundary = headers.param("content-type", "boundary")
             if boundary:
                 self._boundaries.append(str(boundary).encode("latin-1", "replace"))
                 self._leaf = None  # the preamble is not content
@@ -370,24 +393,32 @@ class MessageParser:
         return None
 
     def _collect_part_headers(self, block: bytes, position: int) -> int:
+        """Gather a part's header block up to its blank line; return where its body starts."""
         buffer = self._part_headers
         assert buffer is not None
-        while position < len(block):
-            line_end = block.find(b"\n", position) + 1 or len(block)
-            line = block[position:line_end]
-            position = line_end
-            if line in (b"\n", b"\r\n"):
-                self._part_headers = None
-                self._begin_entity(_parse_headers(bytes(buffer)))
-                return position
+        if position < len(block) and block[position] in (10, 13) and not buffer:
+            end, gap = position, (2 if block[position] == 13 else 1)  # no header at all
+        else:
+            end, gap = _blank_line(block, position, bool(buffer))
+        if end < 0:
             if len(buffer) < PART_HEADER_LIMIT:
-                buffer += line
-        return position
+                buffer += block[position:]
+            return len(block)
+        if len(buffer) < PART_HEADER_LIMIT:
+            buffer += block[position:end]
+        self._part_headers = None
+        self._begin_entity(_parse_headers(bytes(buffer)))
+        return end + gap
 
     def _content(self, data: bytes, ends_before_boundary: bool = False) -> None:
         leaf = self._leaf
         if leaf is None or not leaf.wanted:
             self._held = b""
+            return
+        if leaf.base64:
+            # line breaks mean nothing in base64: no need to hold one back
+            self._held = b""
+            leaf.feed(data)
             return
         if self._held:
             data = self._held + data
@@ -439,15 +470,33 @@ class MessageParser:
         )
 
 
+def _blank_line(block: bytes, start: int, at_line_start: bool) -> tuple:
+    """The first empty line at or after `start` in a block of whole lines: its
+    offset and length, or (-1, 0). `at_line_start`: a line ended just before `start`."""
+    if at_line_start:
+        if block.startswith(b"\n", start):
+            return start, 1
+        if block.startswith(b"\r\n", start):
+            return start, 2
+    lf = block.find(b"\n\n", start)
+    # bounded by the LF hit: an unbounded second search would rescan the whole block
+    crlf = block.find(b"\n\r\n", start, len(block) if lf < 0 else lf)
+    if crlf >= 0:
+        return crlf + 1, 2
+    if lf >= 0:
+        return lf + 1, 1
+    return -1, 0
+
+
 def _header_end(buffer: bytearray, start: int) -> tuple:
     """Offset of the blank line ending a header block, and its length."""
-    lf = buffer.find(b"\n\n", start)
-    crlf = buffer.find(b"\r\n\r\n", start)
     if buffer.startswith(b"\n"):
         return 0, 1
     if buffer.startswith(b"\r\n"):
         return 0, 2
-    if crlf >= 0 and (lf < 0 or crlf < lf):
+    lf = buffer.find(b"\n\n", start)
+    crlf = buffer.find(b"\r\n\r\n", start, len(buffer) if lf < 0 else lf)
+    if crlf >= 0:
         return crlf + 2, 2
     if lf >= 0:
         return lf + 1, 1
