@@ -63,18 +63,17 @@ def run_script(installed_app, splunkd, splunk_home, tmpdir_env, **kwargs):
 
 
 def files_left(root: str) -> list:
-    """What the input left in TMPDIR. The shared HTTP client's CA-bundle folder
-    (ta_mailsec_ca_*, a public certificate) is not this input's: a SIGKILLed
-    process cannot remove it, and no other process knows it is stale."""
+    """What the input left in TMPDIR, apart from the HTTP client's CA bundles
+    (ta_mailsec_ca_bundles/<sha256>.pem: public certificates that every run reuses)."""
     found = []
     for base, dirs, files in os.walk(root):
-        if os.path.basename(base).startswith("ta_mailsec_ca_"):
+        if os.path.basename(base) == "ta_mailsec_ca_bundles":
             continue
         for name in files:
             path = os.path.join(base, name)
             if stat.S_ISREG(os.lstat(path).st_mode):
                 found.append(path)
-        found += [os.path.join(base, d) for d in dirs if not d.startswith("ta_mailsec_ca_")]
+        found += [os.path.join(base, d) for d in dirs if d != "ta_mailsec_ca_bundles"]
     return found
 
 
