@@ -15,6 +15,7 @@ lose the other 299.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -189,8 +190,20 @@ def _read_bot(position: int, raw: Any) -> tuple:
     return bot, problems
 
 
-# what Sense sends: '2018-10-09T17:04:48Z', or its sample's '2018-10-0917:04:48Z'
-_SENSE_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T?(\d{2}):(\d{2}):(\d{2})Z\Z")
+# What Sense sends: '2018-10-09T17:04:48Z', or its sample's '2018-10-0917:04:48Z'. The
+# ranges are in the pattern; whether the day exists in its month is asked once per date.
+_SENSE_TIME = re.compile(
+    r"(\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01]))T?((?:[01]\d|2[0-3]):[0-5]\d:[0-5]\dZ)\Z"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _is_date(text: str) -> bool:
+    try:
+        date(int(text[:4]), int(text[5:7]), int(text[8:10]))
+    except ValueError:
+        return False
+    return True
 
 
 def _canonical_time(text: str) -> Optional[str]:
@@ -198,14 +211,8 @@ def _canonical_time(text: str) -> Optional[str]:
     forms take a fast path (300 per report); anything else goes through the parser."""
     match = _SENSE_TIME.match(text)
     if match:
-        year, month, day, hour, minute, second = map(int, match.groups())
-        try:
-            date(year, month, day)
-        except ValueError:
-            return None
-        if hour > 23 or minute > 59 or second > 59:
-            return None
-        return f"{text[:10]}T{text[-9:]}"
+        day, clock = match.groups()
+        return f"{day}T{clock}" if _is_date(day) else None
     try:
         return iso_seconds(parse_iso8601(text))
     except ValueError:
