@@ -39,3 +39,64 @@ def test_characters_xml_cannot_carry_are_escaped():
     assert "\x01" not in text
     assert json.loads(text)["u"] == "ü"
     assert "\x01" not in build_event("s", 0, {"c": "ctl\x01"}, ("k",)).to_json()
+
+
+ODD_VALUES = [
+    {"s": "plain", "u": "São Paulo 🤖", "ctl": 'a\x01\n\t"\\', "sur": "bad\ud800x", "nc": "\uffff"},
+    {"n": [0, -1, 2**70, 1.5, 1e300, float("nan"), float("inf"), True, False, None]},
+    {"nested": {"list": [[], {}, ["x", {"y": ()}]], "tuple": (1, "two")}},
+    {"other": datetime(2024, 1, 2, tzinfo=timezone.utc), "set-like": frozenset()},
+    {3: "int key", 2.5: "float key", None: "null key", True: "bool key"},
+    "a bare string",
+    [1, "two", None],
+]
+
+
+def test_the_shared_encoder_writes_exactly_what_json_dumps_writes():
+    from mailsec.core.events import _compact, _compact_ascii
+
+    for value in ODD_VALUES:
+        for encode, ascii_only in ((_compact, False), (_compact_ascii, True)):
+            expected = json.dumps(
+                value, ensure_ascii=ascii_only, separators=(",", ":"), default=str
+            )
+            assert encode(value) == expected
+
+
+def test_the_shared_encoder_is_safe_to_share_between_threads():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from mailsec.core.events import _compact
+
+    shared = ["shared", {"deep": list(range(50))}]
+    values = [{"n": n, "shared": shared, "again": shared} for n in range(2000)]
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(_compact, values))
+    assert got == [json.dumps(v, separators=(",", ":")) for v in values]
+
+
+def test_to_json_is_the_compact_json_of_the_data_with_xml_unsafe_text_ascii_escaped():
+    for fields in ODD_VALUES[:5]:
+        fields = {str(k): v for k, v in fields.items()}
+        event = build_event("s", 0, fields, ("k",))
+        compact = json.dumps(event.data, ensure_ascii=False, separators=(",", ":"), default=str)
+        if any(c in compact for c in "\ud800\uffff"):
+            expected = json.dumps(event.data, separators=(",", ":"), default=str)
+        else:
+            expected = compact
+        assert event.to_json() == expected
+
+
+def test_event_id_maker_gives_the_ids_event_id_gives():
+    from mailsec.core.events import event_id_maker
+
+    for head, tail, revision in [
+        (("my-org", "prod", "1539105912220"), (1, "198.18.0.1"), None),
+        (("ørg", "é"), ("São Paulo", 2.5, None), 7),
+        ((), ("only", "tail"), "r1"),
+        (("only", "head"), (), None),
+        ((), (), {"rev": [1, 2]}),
+    ]:
+        make = event_id_maker("apigee:sense:bot", head, revision)
+        assert make(*tail) == event_id("apigee:sense:bot", (*head, *tail), revision)
+        assert make(*tail) == make(*tail)  # the shared start of the hash is not consumed

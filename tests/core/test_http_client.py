@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from pathlib import Path
 
 import pytest
 import requests
@@ -141,15 +142,23 @@ def test_ca_bundle_must_be_pem():
         HttpClient(ca_bundle_pem="not a certificate")
 
 
-def test_ca_bundle_temp_file_is_private_and_removed(test_ca):
+def test_ca_bundle_file_is_content_addressed_and_reused(test_ca, tmp_path):
+    """A killed run leaves no per-run file behind: the same bundle maps to one file."""
     import os
     import stat
 
-    http = client(test_ca)
-    path = http._verify
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    http.close()
-    assert not os.path.exists(path)
+    from mailsec.core.http import ca_bundle_file
+
+    pem = test_ca.cert_pem.decode()
+    first = ca_bundle_file(pem, str(tmp_path))
+    assert ca_bundle_file(pem, str(tmp_path)) == first
+    assert Path(first).read_text() == pem
+    assert stat.S_IMODE(os.stat(first).st_mode) == 0o600
+    other = ca_bundle_file(pem + "\n", str(tmp_path))
+    assert other != first
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [os.path.basename(first), os.path.basename(other)]
+    )
 
 
 def test_uses_the_configured_proxy_with_credentials(scripted_server, test_ca):

@@ -139,6 +139,25 @@ def test_keep_alive_serves_several_reports_on_one_connection(start):
     sender.close()
 
 
+def test_answers_are_sent_at_once_not_held_by_nagle(start, monkeypatch):
+    # An answer written while the client has not acknowledged the TLS 1.3 session
+    # tickets would otherwise wait for its delayed ACK (40 ms on Linux).
+    from mailsec.sense import server
+
+    seen = []
+    real = server._no_delay
+
+    def spy(connection):
+        real(connection)
+        seen.append(connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    monkeypatch.setattr(server, "_no_delay", spy)
+    sender = start().sender()
+    for n in range(2):
+        assert sender.send_report(make_report(1, message_id=f"n{n}"), "object").status == 200
+    assert len(seen) == 2 and all(seen)
+
+
 def test_a_chunked_body_is_read(start):
     listener = start()
     body = encode(make_report(4, message_id="c1"), "text_string")

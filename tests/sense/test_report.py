@@ -191,3 +191,33 @@ def test_bot_reason_as_a_comma_separated_string_and_counts_with_separators():
 def test_a_byte_order_mark_is_tolerated():
     body = b"\xef\xbb\xbf" + encode(make_report(2), "object")
     assert len(parse_report(body).bots) == 2
+
+
+@pytest.mark.parametrize(
+    ("sent", "count"),
+    [("274529", 274529), (" 42 ", 42), ("1,024", 1024), (7, 7), (7.0, 7), ("0", 0),
+     ("²", None), ("-3", None), ("1.5", None), (True, None), ("", None), ([], None)],
+)  # fmt: skip
+def test_call_counts_in_every_form_and_what_is_not_a_count(sent, count):
+    report = make_report(1, message_id="12")
+    report["text"]["bots"][0]["callCount"] = sent
+    parsed = parse_report(encode(report, "object"))
+    assert parsed.bots[0].call_count == count
+    # what is not a count is logged (an empty value is just absent), never fatal
+    assert len(parsed.problems) == (count is None and sent != "")
+
+
+@pytest.mark.parametrize(
+    ("sent", "canonical"),
+    [("2018-10-09T17:04:48Z", "2018-10-09T17:04:48Z"), ("2018-10-0917:04:48Z", "2018-10-09T17:04:48Z"),
+     ("2020-02-29T23:59:59Z", "2020-02-29T23:59:59Z"), ("2018-10-09T17:04:48.250Z", "2018-10-09T17:04:48.250000Z"),
+     ("2018-10-09T19:04:48+02:00", "2018-10-09T17:04:48Z"),
+     ("2018-02-29T10:00:00Z", None), ("2018-04-31T10:00:00Z", None), ("2018-13-01T10:00:00Z", None),
+     ("2018-10-00T10:00:00Z", None), ("2018-10-09T24:00:00Z", None), ("2018-10-09T23:60:00Z", None),
+     ("2018-10-09T23:59:60Z", None), ("2018-10-09T17:04:48Zjunk", None), ("soon", None)],
+)  # fmt: skip
+def test_bot_detected_last_is_made_canonical_or_left_empty(sent, canonical):
+    report = make_report(1, message_id="13")
+    report["text"]["bots"][0]["botDetectedLast"] = sent
+    (bot,) = parse_report(encode(report, "object")).bots
+    assert bot.bot_detected_last == canonical

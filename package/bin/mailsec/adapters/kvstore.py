@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Optional
 
 from solnlib import log
 from solnlib.modular_input.checkpointer import KVStoreCheckpointer
 from solnlib.splunkenv import get_splunkd_uri
+from splunklib import binding
 
 from mailsec.adapters.secret_cache import StoragePasswordsCache
 from mailsec.adapters.splunkd import Splunkd
@@ -33,6 +35,18 @@ class KVStoreCheckpointStore:
 
     def delete(self, key: str) -> None:
         self._checkpointer.delete(key)
+
+    def insert(self, key: str, state: Any) -> bool:
+        """Create `key` only if absent (the KV store answers 409 for an existing
+        key): the one atomic operation shared counters can be built on."""
+        record = json.dumps({"_key": key, "state": json.dumps(state)})
+        try:
+            self._checkpointer._collection_data.insert(record)
+        except binding.HTTPError as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
 
 
 def delete_input_checkpoint(splunkd: Splunkd, input_type: str, input_name: str) -> None:

@@ -27,6 +27,7 @@ PARAMETERS = (
 )
 PACKAGE_CONTENTS = ("FULL_MESSAGE", "HEADER_ONLY")
 DOMAIN_DAILY_LIMIT = 100
+MASKED = "******"  # an unchanged secret on the edit form
 # the local part of an address, or a whole address in the account's domain
 _USER = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+(@[A-Za-z0-9.-]+)?$")
 
@@ -113,3 +114,22 @@ class GoogleAccount:
             token_url=p.https_url(fields, "token_url", cls.token_url),
             ca_bundle=p.text(fields, "ca_bundle"),
         )
+
+    def check(self) -> None:
+        """Save-time checks beyond the field formats (secrets equal to ****** are
+        unchanged on edit and were checked when saved)."""
+        from mailsec.audit.auth import ServiceAccount
+
+        if self.service_account_json != MASKED:
+            ServiceAccount.from_json(self.service_account_json)
+        for name, marker in (
+            ("pgp_public_key", "-----BEGIN PGP PUBLIC KEY BLOCK-----"),
+            ("pgp_private_key", "-----BEGIN PGP PRIVATE KEY BLOCK-----"),
+        ):
+            value = getattr(self, name)
+            if value != MASKED and marker not in value:
+                raise p.ConfigError(
+                    name, f"must be ASCII-armored ({marker}); export it with gpg --armor"
+                )
+        if not self.pgp_public_key.isascii():
+            raise p.ConfigError("pgp_public_key", "must be US-ASCII text, as gpg --armor writes it")

@@ -12,10 +12,10 @@ which requests would otherwise let override the per-account CA bundle.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
-import shutil
 import tempfile
 import time
 from collections import Counter
@@ -136,10 +136,9 @@ class HttpClient:
         self._sleep = sleep
         self._wall_clock = wall_clock
         self._rng = rng
-        self._tmpdir: Optional[str] = None
         self._verify: object = True
         if ca_bundle_pem and ca_bundle_pem.strip():
-            self._verify = self._write_ca_bundle(ca_bundle_pem)
+            self._verify = ca_bundle_file(ca_bundle_pem)
         self.session = requests.Session()
         self.session.trust_env = False
         self.session.headers["User-Agent"] = USER_AGENT
@@ -147,15 +146,6 @@ class HttpClient:
             self.session.proxies.update(proxy.requests_proxies())
         if client_cert is not None:
             self.session.cert = client_cert
-
-    def _write_ca_bundle(self, pem: str) -> str:
-        if PEM_CERT_MARKER not in pem:
-            raise ValueError("the CA bundle is not PEM: it holds no '-----BEGIN CERTIFICATE-----'")
-        self._tmpdir = tempfile.mkdtemp(prefix="ta_mailsec_ca_")
-        path = os.path.join(self._tmpdir, "ca_bundle.pem")
-        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as handle:
-            handle.write(pem)
-        return path
 
     def backoff(self, attempt: int) -> float:
         ceiling = min(self.retry.backoff_max, self.retry.backoff_base * 2 ** (attempt - 1))
@@ -227,15 +217,32 @@ class HttpClient:
 
     def close(self) -> None:
         self.session.close()
-        if self._tmpdir:
-            shutil.rmtree(self._tmpdir, ignore_errors=True)
-            self._tmpdir = None
 
     def __enter__(self) -> HttpClient:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def ca_bundle_file(pem: str, directory: Optional[str] = None) -> str:
+    """The path of a file holding this CA bundle, for requests' `verify=`.
+
+    Named by the hash of its content and reused by every run: a CA bundle is public,
+    and a per-run temporary file would be left behind by a process that is killed.
+    """
+    if PEM_CERT_MARKER not in pem:
+        raise ValueError("the CA bundle is not PEM: it holds no '-----BEGIN CERTIFICATE-----'")
+    folder = directory or os.path.join(tempfile.gettempdir(), "ta_mailsec_ca_bundles")
+    os.makedirs(folder, mode=0o700, exist_ok=True)
+    path = os.path.join(folder, hashlib.sha256(pem.encode("utf-8")).hexdigest() + ".pem")
+    if not os.path.exists(path):
+        # written under another name and renamed: a concurrent run never reads half a file
+        partial = f"{path}.{os.getpid()}.partial"
+        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
+            handle.write(pem)
+        os.replace(partial, path)
+    return path
 
 
 def iter_body(response: requests.Response, chunk_size: int = 1 << 20) -> Iterator[bytes]:

@@ -15,6 +15,7 @@ lose the other 299.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, NamedTuple, Optional
 
-from mailsec.core.events import Event, build_event, event_id
+from mailsec.core.events import Event, build_event, event_id_maker
 from mailsec.core.timeutil import iso_z, parse_iso8601, to_epoch
 
 BOT_SOURCETYPE = "apigee:sense:bot"
@@ -135,7 +136,8 @@ def _read_report(inner: dict) -> SenseReport:
     bots, problems = [], []
     for position, raw in enumerate(raw_bots, start=1):
         bot, bot_problems = _read_bot(position, raw)
-        problems.extend((position, problem) for problem in bot_problems)
+        if bot_problems:
+            problems.extend((position, problem) for problem in bot_problems)
         if bot is not None:
             bots.append(bot)
     total = _count(inner.get("totalNumberOfBots"))
@@ -158,34 +160,50 @@ def _read_report(inner: dict) -> SenseReport:
 def _read_bot(position: int, raw: Any) -> tuple:
     if not isinstance(raw, dict):
         return None, [f"skipped: the entry is a JSON {_kind(raw)}, not an object"]
-    ip_address = _text(raw.get("ipAddress"))
+    get = raw.get
+    ip_address = _text(get("ipAddress"))
     if ip_address is None:
         return None, ["skipped: ipAddress is missing"]
-    problems = []
-    detected = None
-    if raw.get("botDetectedLast") not in (None, ""):
-        detected = _canonical_time(str(raw["botDetectedLast"]))
+    problems = ()
+    detected = get("botDetectedLast")
+    if detected is not None and detected != "":
+        detected = _canonical_time(str(detected))
         if detected is None:
-            problems.append(f"botDetectedLast is not a date-time: {raw['botDetectedLast']!r}")
-    call_count = _count(raw.get("callCount"))
-    if call_count is None and raw.get("callCount") not in (None, ""):
-        problems.append(f"callCount is not a count: {raw['callCount']!r}")
+            problems = [f"botDetectedLast is not a date-time: {raw['botDetectedLast']!r}"]
+    else:
+        detected = None
+    raw_count = get("callCount")
+    call_count = _count(raw_count)
+    if call_count is None and raw_count is not None and raw_count != "":
+        problems = [*problems, f"callCount is not a count: {raw_count!r}"]
     bot = Bot(
         position,
         ip_address,
         detected,
-        _text(raw.get("ipIsp")),
-        _text(raw.get("ipCountry")),
-        _text(raw.get("ipCity")),
-        _reasons(raw.get("botReason")),
+        _text(get("ipIsp")),
+        _text(get("ipCountry")),
+        _text(get("ipCity")),
+        _reasons(get("botReason")),
         call_count,
-        _text(raw.get("topUrl")),
+        _text(get("topUrl")),
     )
     return bot, problems
 
 
-# what Sense sends: '2018-10-09T17:04:48Z', or its sample's '2018-10-0917:04:48Z'
-_SENSE_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T?(\d{2}):(\d{2}):(\d{2})Z\Z")
+# What Sense sends: '2018-10-09T17:04:48Z', or its sample's '2018-10-0917:04:48Z'. The
+# ranges are in the pattern; whether the day exists in its month is asked once per date.
+_SENSE_TIME = re.compile(
+    r"(\d{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01]))T?((?:[01]\d|2[0-3]):[0-5]\d:[0-5]\dZ)\Z"
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _is_date(text: str) -> bool:
+    try:
+        date(int(text[:4]), int(text[5:7]), int(text[8:10]))
+    except ValueError:
+        return False
+    return True
 
 
 def _canonical_time(text: str) -> Optional[str]:
@@ -193,14 +211,8 @@ def _canonical_time(text: str) -> Optional[str]:
     forms take a fast path (300 per report); anything else goes through the parser."""
     match = _SENSE_TIME.match(text)
     if match:
-        year, month, day, hour, minute, second = map(int, match.groups())
-        try:
-            date(year, month, day)
-        except ValueError:
-            return None
-        if hour > 23 or minute > 59 or second > 59:
-            return None
-        return f"{text[:10]}T{text[-9:]}"
+        day, clock = match.groups()
+        return f"{day}T{clock}" if _is_date(day) else None
     try:
         return iso_seconds(parse_iso8601(text))
     except ValueError:
@@ -218,6 +230,8 @@ def _text(value: Any) -> Optional[str]:
 
 def _count(value: Any) -> Optional[int]:
     """Counts arrive as numbers or as strings ("274529"); anything else is not a count."""
+    if type(value) is str and value.isdecimal():  # what Sense sends: the fast path
+        return int(value)
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -226,7 +240,8 @@ def _count(value: Any) -> Optional[int]:
         return int(value) if value.is_integer() and value >= 0 else None
     if isinstance(value, str):
         text = value.strip().replace(",", "")
-        if text.isdigit():
+        # isdigit() would let "²" through to int(), which refuses it
+        if text.isdecimal():
             return int(text)
         try:
             number = float(text)
@@ -243,8 +258,7 @@ def _reasons(value: Any) -> tuple:
         # a sender that flattens the list joins it with commas
         return tuple(part.strip() for part in value.split(",") if part.strip())
     if isinstance(value, list):
-        reasons = [_text(item) for item in value]
-        return tuple(text for text in reasons if text)
+        return tuple([text for text in map(_text, value) if text])
     return ()
 
 
@@ -281,7 +295,9 @@ def build_events(
     placement = {"index": index, "source": source, "host": host}
     time_text = iso_z(report.report_timestamp)
     epoch = round(to_epoch(report.report_timestamp), 6)
+    bot_event_id = event_id_maker(BOT_SOURCETYPE, identity)
     events: list[Event] = []
+    append = events.append
     for bot in report.bots:
         data = {
             "time": time_text,
@@ -296,9 +312,9 @@ def build_events(
             "call_count": bot.call_count,
             "top_url": bot.top_url,
             "vendor_product": VENDOR_PRODUCT,
+            "event_id": bot_event_id(bot.rank, bot.ip_address),
         }
-        data["event_id"] = event_id(BOT_SOURCETYPE, (*identity, bot.rank, bot.ip_address))
-        events.append(Event(time=epoch, sourcetype=BOT_SOURCETYPE, data=data, **placement))
+        append(Event(epoch, BOT_SOURCETYPE, data, **placement))
     fields = dict(common)
     fields.update(
         {

@@ -227,6 +227,7 @@ class ListenerServer:
                 if connection is None:
                     self._slots.release()
                     continue
+                _no_delay(connection)
                 worker = threading.Thread(
                     target=self._serve_connection,
                     args=(connection, _normalise_peer(peer[0]), stop),
@@ -523,6 +524,20 @@ class ListenerServer:
                 budget -= count
         except (OSError, ssl.SSLError):
             return
+
+
+def _no_delay(connection: socket.socket) -> None:
+    """Send each answer at once (TCP_NODELAY).
+
+    With Nagle's algorithm on, an answer written while the client has not yet
+    acknowledged the server's last TLS handshake flight (TLS 1.3 sends its session
+    tickets after the handshake) waits for that acknowledgement, which the client
+    delays by up to 40 ms: every answer that took more than a moment to prepare
+    arrived 40 ms late. Each answer is written with one sendall, so nothing is
+    gained by coalescing.
+    """
+    with contextlib.suppress(OSError):
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _close(connection) -> None:

@@ -1,0 +1,98 @@
+"""The domain's daily export budget, shared by every input of the domain.
+
+Google allows 100 export requests a day for a whole domain. The count lives in a
+KV-store collection shared by all inputs (`ta_mailsec_audit_budget`), as one
+reservation record per request: key `<domain>|<UTC day>|<slot>`, slots 0..99.
+The KV store has no atomic increment, but it refuses to insert a second record
+with an existing key (HTTP 409): an input claims a slot by inserting its key and
+re-reads it to confirm it is the owner. Two inputs, or two processes, can never
+hold the same slot, so together they never make more requests than there are
+slots. An input's `daily_request_budget` is the highest slot it may claim.
+
+A slot is claimed before the request is sent and never given back: a request
+that failed after leaving may still have counted at Google.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime
+from typing import Any, Callable, Optional, Protocol
+
+from mailsec.core.timeutil import UTC
+
+COLLECTION = "ta_mailsec_audit_budget"
+DOMAIN_DAILY_LIMIT = 100
+
+
+class ClaimStore(Protocol):
+    def get(self, key: str) -> Optional[Any]: ...
+
+    def insert(self, key: str, state: Any) -> bool:
+        """Create `key` only if it does not exist; False when it already does."""
+        ...
+
+
+class DailyBudget:
+    def __init__(
+        self,
+        store: ClaimStore,
+        domain: str,
+        limit: int,
+        owner: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._domain = domain.lower()
+        self.limit = min(limit, DOMAIN_DAILY_LIMIT)
+        self._owner = owner
+        self._clock = clock
+        self._hint: dict[str, int] = {}  # per day: slots below are known taken
+
+    def day(self) -> str:
+        return datetime.fromtimestamp(self._clock(), UTC).strftime("%Y-%m-%d")
+
+    def _key(self, day: str, slot: Any) -> str:
+        return f"{self._domain}|{day}|{slot}"
+
+    def reserve(self, purpose: str) -> Optional[str]:
+        """Claim one slot of today; its key, or None when the budget is spent."""
+        day = self.day()
+        if self.exhausted_by_google(day):
+            return None
+        claim = {
+            "owner": self._owner,
+            "nonce": uuid.uuid4().hex,
+            "purpose": purpose,
+            "at": self._clock(),
+        }
+        for slot in range(self._hint.get(day, 0), self.limit):
+            key = self._key(day, f"{slot:03d}")
+            if not self._store.insert(key, claim):
+                self._hint[day] = slot + 1
+                continue
+            stored = self._store.get(key)
+            if isinstance(stored, dict) and stored.get("nonce") == claim["nonce"]:
+                self._hint[day] = slot + 1
+                return key
+            self._hint[day] = slot + 1  # someone else's after all: try the next
+        return None
+
+    def used(self) -> int:
+        """Slots of today claimed by any input of the domain (for logs and the dashboard)."""
+        day = self.day()
+        return sum(
+            1
+            for slot in range(DOMAIN_DAILY_LIMIT)
+            if self._store.get(self._key(day, f"{slot:03d}"))
+        )
+
+    def mark_exhausted_by_google(self) -> None:
+        """Google refused a request for quota: no input of the domain tries again today."""
+        self._store.insert(
+            self._key(self.day(), "exhausted"), {"owner": self._owner, "at": self._clock()}
+        )
+
+    def exhausted_by_google(self, day: Optional[str] = None) -> bool:
+        return self._store.get(self._key(day or self.day(), "exhausted")) is not None

@@ -1,0 +1,187 @@
+"""Decryption with python-gnupg in a throw-away GnuPG home, streamed.
+
+The home holds only the configured private key and lives inside the input's
+private work folder; it is removed (after its gpg-agent is stopped) when the
+session closes. The passphrase reaches gpg through loopback pinentry
+(`allow-loopback-pinentry` in the home's gpg-agent.conf, `--pinentry-mode
+loopback` added by python-gnupg), never through a file or the command line.
+
+python-gnupg keeps the whole plaintext in memory unless `decrypt_file` gets an
+`output=` path or an `on_data` callback. The plaintext must never be on disk, so
+`on_data` hands each chunk to a small bounded queue read by the caller: when the
+caller is slower than gpg, the queue fills, the reader thread blocks, the pipe
+fills and gpg waits. Memory stays at a few chunks whatever the file size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import queue
+import shutil
+import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
+from typing import Optional
+
+import gnupg
+
+CHUNK = 256 * 1024
+QUEUE_CHUNKS = 8  # at most ~2 MiB of plaintext in flight
+_END = object()
+# gpg-agent puts its sockets in the home (S.gpg-agent.browser is the longest) when
+# /run/user/<uid> does not exist; a Unix socket path is at most 107 bytes
+SOCKET_DIR_MAX = 107 - len("/gnupg_12345678/S.gpg-agent.browser")
+
+
+class DecryptError(Exception):
+    """gpg could not decrypt a file (corrupt, truncated, wrong key or passphrase)."""
+
+
+def _status_summary(result) -> str:
+    """gpg's own words about the failure, without anything sensitive: the
+    status lines name packets and keys, never the plaintext or the passphrase."""
+    lines = []
+    for line in (getattr(result, "stderr", "") or "").splitlines():
+        line = line.strip()
+        if line.startswith("gpg:") and "passphrase" not in line.lower():
+            lines.append(line[4:].strip())
+    status = getattr(result, "status", None) or "decryption failed"
+    detail = "; ".join(dict.fromkeys(lines))[:400]
+    return f"{status}: {detail}" if detail else str(status)
+
+
+class GnupgSession:
+    """A throw-away GnuPG home holding one private key; use as a context manager."""
+
+    def __init__(
+        self,
+        private_key: str,
+        passphrase: Optional[str],
+        workdir: str,
+        gpgbinary: str = "gpg",
+    ) -> None:
+        if len(workdir) > SOCKET_DIR_MAX:
+            workdir = tempfile.gettempdir()  # see SOCKET_DIR_MAX
+        self.home = tempfile.mkdtemp(prefix="gnupg_", dir=workdir)  # mode 0700
+        self._passphrase = passphrase or None
+        self._gpgbinary = gpgbinary
+        try:
+            with open(os.path.join(self.home, "gpg-agent.conf"), "w") as conf:
+                # s2k-count: the agent re-protects the imported key with an S2K it
+                # calibrates (seconds on a busy host, paid at every unlock). This home
+                # lives for one run in a 0700 folder; the passphrase itself is still
+                # checked against the key's own (strong) protection.
+                conf.write("allow-loopback-pinentry\ns2k-count 65536\n")
+            self.gpg = gnupg.GPG(gpgbinary=gpgbinary, gnupghome=self.home)
+            self.gpg.buffer_size = CHUNK
+            imported = self.gpg.import_keys(private_key)
+            if not getattr(imported, "sec_imported", 0):
+                raise DecryptError(
+                    "pgp_private_key: gpg did not import a secret key from it; paste the "
+                    "ASCII-armored private key (gpg --armor --export-secret-keys)"
+                )
+        except BaseException:
+            self.close()
+            raise
+
+    def decrypt_chunks(self, path: str) -> Iterator[bytes]:
+        """The plaintext of `path`, chunk by chunk; raises DecryptError at the end
+        (after the last chunk gpg produced) when gpg reports a failure."""
+        chunks: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
+        abandoned = threading.Event()
+        outcome: dict = {}
+
+        def on_data(data: bytes):
+            if not data or abandoned.is_set():
+                return False
+            while not abandoned.is_set():
+                try:
+                    chunks.put(data, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            return False  # never buffered by python-gnupg
+
+        def work() -> None:
+            try:
+                gpg = self.gpg
+                gpg.on_data = on_data
+                # gpg reads the file itself (the path as its argument): stdin carries
+                # only the passphrase, and no Python thread copies the ciphertext
+                outcome["result"] = gpg.decrypt_file(
+                    io.BytesIO(b""),
+                    passphrase=self._passphrase,
+                    always_trust=True,
+                    extra_args=["--", path],
+                )
+            except BaseException as error:  # reported to the reading thread
+                outcome["error"] = error
+            _put_end(chunks, abandoned)
+
+        worker = threading.Thread(target=work, name="gpg-decrypt", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = chunks.get()
+                if item is _END:
+                    break
+                yield item
+        finally:
+            abandoned.set()
+            _drain(chunks)
+            worker.join()
+        if "error" in outcome:
+            error = outcome["error"]
+            raise DecryptError(f"gpg could not be run: {type(error).__name__}: {error}")
+        result = outcome.get("result")
+        if result is None or not result.ok or result.returncode not in (0, None):
+            raise DecryptError(_status_summary(result))
+
+    def close(self) -> None:
+        home = getattr(self, "home", None)
+        if not home:
+            return
+        stop_agent(home, self._gpgbinary)
+        shutil.rmtree(home, ignore_errors=True)
+        self.home = ""
+
+    def __enter__(self) -> GnupgSession:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def stop_agent(home: str, gpgbinary: str = "gpg") -> None:
+    """Stop the gpg-agent a GnuPG home started (it holds the unlocked key)."""
+    gpgconf = shutil.which("gpgconf", path=os.path.dirname(gpgbinary) or None) or "gpgconf"
+    # if this fails, the agent exits by itself once its home is gone
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            [gpgconf, "--homedir", home, "--kill", "gpg-agent"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            check=False,
+        )
+
+
+def _put_end(chunks: queue.Queue, abandoned: threading.Event) -> None:
+    while True:
+        try:
+            chunks.put(_END, timeout=0.2)
+            return
+        except queue.Full:
+            if abandoned.is_set():
+                _drain(chunks)
+
+
+def _drain(chunks: queue.Queue) -> None:
+    while True:
+        try:
+            chunks.get_nowait()
+        except queue.Empty:
+            return

@@ -1,0 +1,81 @@
+"""Streaming download of an export file into the input's private work folder.
+
+The encrypted file is written as it arrives (never held in memory) and checked
+against Content-Length: urllib3 1.26 lets a cut-off body pass as complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import threading
+from typing import Optional
+
+from mailsec.core.http import HttpClient, IncompleteBody, iter_body
+
+WORK_PREFIX = "ta_mailsec_audit_"
+
+
+class DownloadError(Exception):
+    pass
+
+
+class Stopped(Exception):
+    """The input was asked to stop (SIGTERM, or splunkd went away)."""
+
+
+def work_root(input_name: str, base: Optional[str] = None) -> str:
+    """The input's private work folder (mode 0700), emptied of whatever a killed
+    earlier run left there: encrypted downloads and a throw-away GnuPG home."""
+    from mailsec.audit.decrypt import stop_agent
+
+    base = base or tempfile.gettempdir()
+    # a short, fixed name per input: gpg-agent's socket lives in the GnuPG home
+    # below it, and a Unix socket path may not exceed 107 bytes
+    digest = hashlib.sha256(input_name.encode("utf-8")).hexdigest()[:12]
+    root = os.path.join(base, WORK_PREFIX + digest)
+    if os.path.isdir(root) and not os.path.islink(root):
+        for entry in os.listdir(root):
+            path = os.path.join(root, entry)
+            if entry.startswith("gnupg_"):
+                stop_agent(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.unlink(path)
+    else:
+        os.makedirs(root, mode=0o700, exist_ok=True)
+    os.chmod(root, 0o700)
+    return root
+
+
+def download(
+    http: HttpClient,
+    url: str,
+    destination: str,
+    headers: Optional[dict] = None,
+    stop: Optional[threading.Event] = None,
+) -> int:
+    """Stream `url` into a new private file `destination`; return its size."""
+    response = http.get(url, headers=headers or {}, stream=True)
+    with response:
+        if response.status_code != 200:
+            raise DownloadError(f"the file server answered HTTP {response.status_code}")
+        fd = os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                for chunk in iter_body(response):
+                    if stop is not None and stop.is_set():
+                        raise Stopped("stop requested during download")
+                    out.write(chunk)
+                    size += len(chunk)
+        except IncompleteBody as error:
+            os.unlink(destination)
+            raise DownloadError(str(error)) from None
+        except BaseException:
+            os.unlink(destination)
+            raise
+    return size
