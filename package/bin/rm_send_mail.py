@@ -44,7 +44,7 @@ def main(argv, stdin):
 if __name__ == "__main__":
     status = main(sys.argv, sys.stdin)
     # By now every file is written and closed (the log is opened per line, the event
-    # file is synced and renamed, temporary certificate files are gone): leave without
+    # file is written and renamed, temporary certificate files are gone): leave without
     # the interpreter's teardown of each module, a tenth of the run's time.
     sys.stdout.flush()
     sys.stderr.flush()

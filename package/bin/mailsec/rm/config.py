@@ -7,6 +7,8 @@ from typing import Optional
 
 from mailsec.core import params as p
 
+MASKED = "******"  # what the edit form sends back for an unchanged secret
+
 PARAMETERS = (
     "account",
     "to",
@@ -107,3 +109,23 @@ class RmAccount(_Fields):
             certificate_password=p.text(fields, "certificate_password"),
             ca_bundle=p.text(fields, "ca_bundle"),
         )
+
+    def check(self) -> None:
+        """At save time: the PKCS#12 opens with its password and is valid today.
+
+        An unchanged secret comes back from the edit form as `******`; it was
+        checked when it was saved, and the other value cannot be checked without it.
+        """
+        if MASKED in (self.client_certificate, self.certificate_password):
+            return
+        from mailsec.rm.pkcs12 import CertificateError, open_pkcs12
+
+        try:
+            open_pkcs12(self.client_certificate, self.certificate_password)
+        except CertificateError as error:
+            field = (
+                "certificate_password"
+                if error.code == "CERTIFICATE_PASSWORD_WRONG"
+                else "client_certificate"
+            )
+            raise p.ConfigError(field, str(error)) from None
