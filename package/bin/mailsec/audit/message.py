@@ -21,6 +21,7 @@ from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 from typing import Any, Optional
 
+from mailsec.audit.base64fast import decode_lines
 from mailsec.audit.headers import Headers, mime_params
 
 HEADER_LIMIT = 1 << 20  # a header block beyond 1 MiB is cut (the rest is skipped)
@@ -122,7 +123,7 @@ class _Decoder:
         if cut:
             self._carry = data[cut:]
             try:
-                return binascii.a2b_base64(data[:cut] if cut < len(data) else data)
+                return decode_lines(data[:cut] if cut < len(data) else data)
             except binascii.Error:
                 data = data[:cut].translate(None, _WHITESPACE) + self._carry
         else:

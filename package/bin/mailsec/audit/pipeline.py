@@ -15,6 +15,8 @@ events.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from collections.abc import Iterable
 from typing import Callable, Optional
 
@@ -115,6 +117,28 @@ class NotAnMbox(ValueError):
     pass
 
 
+def keep_freed_memory_for_reuse() -> None:
+    """Ask glibc to keep freed blocks of up to 16 MiB for reuse (Linux only).
+
+    Each message makes a few short-lived buffers of its own size (the message, a
+    part, its decoded bytes). With glibc's defaults these are mapped and unmapped
+    (or the heap trimmed) again and again, and every page is faulted in anew: about
+    a third of the pipeline's CPU time went to the kernel. The input runs in its own
+    process; its peak RSS does not change (the same buffers are reused)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_MMAP_THRESHOLD, 16 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt): defaults stay
+        pass
+
+
+_M_TRIM_THRESHOLD = -1  # glibc malloc.h
+_M_MMAP_THRESHOLD = -3
+
+
 def run_pipeline(chunks: Iterable[bytes], emitter: Emitter) -> MboxSplitter:
     """Feed plaintext chunks through the splitter into `emitter`.
 
@@ -122,6 +146,7 @@ def run_pipeline(chunks: Iterable[bytes], emitter: Emitter) -> MboxSplitter:
     chunk), the messages already closed by a following separator are written and
     the error propagates; the message open at that moment is not emitted.
     """
+    keep_freed_memory_for_reuse()
     splitter = MboxSplitter(emitter)
     try:
         for chunk in chunks:
