@@ -73,6 +73,14 @@ def install(point: str, trigger: Trigger, harness_, monkeypatch) -> None:
             return real_feed(self, data)
 
         monkeypatch.setattr(MessageParser, "feed", feed)
+        # messages of ordinary size are parsed whole (the fast path), not fed
+        real_parse_whole = pipeline.parse_whole
+
+        def parse_whole(raw, *args):
+            trigger.tick()
+            return real_parse_whole(raw, *args)
+
+        monkeypatch.setattr(pipeline, "parse_whole", parse_whole)
     elif point == "after_events":
         sink = harness_.sink
         real_write = sink.write

@@ -11,7 +11,7 @@ APP_NAME = "TA_mailsec"
 def _add_compiled_libraries() -> None:
     """Put the lib/3rdparty folders for this platform and Python on sys.path.
 
-    Compiled libraries (cryptography, cffi) are vendored per platform and, where the
+    Compiled libraries (cryptography, cffi, pybase64) are vendored per platform and, where the
     binary depends on it, per Python version (globalConfig.json
     meta.os-dependentLibraries): a build for one Python does not load in another.
     Splunk 9.x runs Python 3.9; Splunk 10.x 3.9 or 3.13.

@@ -21,6 +21,7 @@ from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 from typing import Any, Optional
 
+from mailsec.audit.base64fast import decode_lines
 from mailsec.audit.headers import Headers, mime_params
 
 HEADER_LIMIT = 1 << 20  # a header block beyond 1 MiB is cut (the rest is skipped)
@@ -122,7 +123,7 @@ class _Decoder:
         if cut:
             self._carry = data[cut:]
             try:
-                return binascii.a2b_base64(data[:cut] if cut < len(data) else data)
+                return decode_lines(data[:cut] if cut < len(data) else data)
             except binascii.Error:
                 data = data[:cut].translate(None, _WHITESPACE) + self._carry
         else:
@@ -146,7 +147,7 @@ class _Decoder:
         return binascii.a2b_qp(rest)
 
 
-class _Leaf:
+class Leaf:
     """A non-multipart part: hashed when an attachment, captured when the body."""
 
     def __init__(self, headers: Headers, body_limit: int) -> None:
@@ -280,8 +281,8 @@ class MessageParser:
         self._held = b""  # a line break that may precede a boundary line
         self._boundaries: list[bytes] = []
         self._part_headers: Optional[bytearray] = None
-        self._leaf: Optional[_Leaf] = None
-        self._body_leaf: Optional[_Leaf] = None
+        self._leaf: Optional[Leaf] = None
+        self._body_leaf: Optional[Leaf] = None
         self.attachments: list = []
         self.size = 0
 
@@ -297,7 +298,7 @@ class MessageParser:
     def _feed_headers(self, data: bytes) -> bytes:
         start = max(0, len(self._headers) - 3)
         self._headers += data
-        end, gap = _header_end(self._headers, start)
+        end, gap = header_end(self._headers, start)
         if end < 0:
             if len(self._headers) > HEADER_LIMIT + 4:
                 # keep the first HEADER_LIMIT bytes and the tail we must search
@@ -326,7 +327,7 @@ class MessageParser:
                 self._boundaries.append(str(boundary).encode("latin-1", "replace"))
                 self._leaf = None  # the preamble is not content
                 return
-        leaf = _Leaf(headers, self._body_limit if self._body_leaf is None else 0)
+        leaf = Leaf(headers, self._body_limit if self._body_leaf is None else 0)
         if leaf.body is not None:
             self._body_leaf = leaf
         self._leaf = leaf
@@ -380,17 +381,7 @@ class MessageParser:
             position = line_end
 
     def _boundary_kind(self, line: bytes) -> Optional[str]:
-        text = line.rstrip(b" \t\r\n")
-        for depth in range(len(self._boundaries) - 1, -1, -1):
-            marker = b"--" + self._boundaries[depth]
-            if text == marker or text == marker + b"--":
-                # an outer boundary also ends every inner multipart
-                del self._boundaries[depth + 1 :]
-                if text.endswith(b"--") and text != marker:
-                    self._boundaries.pop()
-                    return "close"
-                return "open"
-        return None
+        return boundary_kind(line, self._boundaries)
 
     def _collect_part_headers(self, block: bytes, position: int) -> int:
         """Gather a part's header block up to its blank line; return where its body starts."""
@@ -399,7 +390,7 @@ class MessageParser:
         if position < len(block) and block[position] in (10, 13) and not buffer:
             end, gap = position, (2 if block[position] == 13 else 1)  # no header at all
         else:
-            end, gap = _blank_line(block, position, bool(buffer))
+            end, gap = blank_line(block, position, bool(buffer))
         if end < 0:
             if len(buffer) < PART_HEADER_LIMIT:
                 buffer += block[position:]
@@ -458,6 +449,9 @@ class MessageParser:
                 self._leaf.feed(self._held)
             self._held = b""
             self._end_leaf()
+        return self._result(complete)
+
+    def _result(self, complete: bool) -> ParsedMessage:
         body = None
         if self._body_leaf is not None and self._body_leaf.body is not None:
             body = _decode_bytes(bytes(self._body_leaf.body), self._body_leaf.charset)
@@ -470,7 +464,23 @@ class MessageParser:
         )
 
 
-def _blank_line(block: bytes, start: int, at_line_start: bool) -> tuple:
+def boundary_kind(line: bytes, boundaries: list) -> Optional[str]:
+    """Is `line` a boundary line of one of the open multiparts (innermost first)?
+    "open" or "close", updating the `boundaries` stack, or None."""
+    text = line.rstrip(b" \t\r\n")
+    for depth in range(len(boundaries) - 1, -1, -1):
+        marker = b"--" + boundaries[depth]
+        if text == marker or text == marker + b"--":
+            # an outer boundary also ends every inner multipart
+            del boundaries[depth + 1 :]
+            if text.endswith(b"--") and text != marker:
+                boundaries.pop()
+                return "close"
+            return "open"
+    return None
+
+
+def blank_line(block: bytes, start: int, at_line_start: bool) -> tuple:
     """The first empty line at or after `start` in a block of whole lines: its
     offset and length, or (-1, 0). `at_line_start`: a line ended just before `start`."""
     if at_line_start:
@@ -488,7 +498,7 @@ def _blank_line(block: bytes, start: int, at_line_start: bool) -> tuple:
     return -1, 0
 
 
-def _header_end(buffer: bytearray, start: int) -> tuple:
+def header_end(buffer: bytearray, start: int) -> tuple:
     """Offset of the blank line ending a header block, and its length."""
     if buffer.startswith(b"\n"):
         return 0, 1
