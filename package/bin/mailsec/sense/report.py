@@ -135,9 +135,7 @@ def _read_report(inner: dict) -> SenseReport:
         raise NotASenseReport(f"'bots' is a JSON {_kind(raw_bots)}, not an array")
     bots, problems = [], []
     for position, raw in enumerate(raw_bots, start=1):
-        bot, bot_problems = _read_bot(position, raw)
-        if bot_problems:
-            problems.extend((position, problem) for problem in bot_problems)
+        bot = _read_bot(position, raw, problems)
         if bot is not None:
             bots.append(bot)
     total = _count(inner.get("totalNumberOfBots"))
@@ -157,37 +155,46 @@ def _read_report(inner: dict) -> SenseReport:
     )
 
 
-def _read_bot(position: int, raw: Any) -> tuple:
-    if not isinstance(raw, dict):
-        return None, [f"skipped: the entry is a JSON {_kind(raw)}, not an object"]
+# A NamedTuple's own __new__ is Python code; 300 bots a report are built without it.
+_new_bot = functools.partial(tuple.__new__, Bot)
+
+
+def _read_bot(position: int, raw: Any, problems: list) -> Optional[Bot]:
+    """The bot at `position`, or None when the entry is skipped; what was wrong with
+    it is added to `problems` as (position, problem)."""
+    if type(raw) is not dict:
+        problems.append((position, f"skipped: the entry is a JSON {_kind(raw)}, not an object"))
+        return None
     get = raw.get
     ip_address = _text(get("ipAddress"))
     if ip_address is None:
-        return None, ["skipped: ipAddress is missing"]
-    problems = ()
+        problems.append((position, "skipped: ipAddress is missing"))
+        return None
     detected = get("botDetectedLast")
     if detected is not None and detected != "":
         detected = _canonical_time(str(detected))
         if detected is None:
-            problems = [f"botDetectedLast is not a date-time: {raw['botDetectedLast']!r}"]
+            problem = f"botDetectedLast is not a date-time: {raw['botDetectedLast']!r}"
+            problems.append((position, problem))
     else:
         detected = None
     raw_count = get("callCount")
     call_count = _count(raw_count)
     if call_count is None and raw_count is not None and raw_count != "":
-        problems = [*problems, f"callCount is not a count: {raw_count!r}"]
-    bot = Bot(
-        position,
-        ip_address,
-        detected,
-        _text(get("ipIsp")),
-        _text(get("ipCountry")),
-        _text(get("ipCity")),
-        _reasons(get("botReason")),
-        call_count,
-        _text(get("topUrl")),
+        problems.append((position, f"callCount is not a count: {raw_count!r}"))
+    return _new_bot(
+        (
+            position,
+            ip_address,
+            detected,
+            _text(get("ipIsp")),
+            _text(get("ipCountry")),
+            _text(get("ipCity")),
+            _reasons(get("botReason")),
+            call_count,
+            _text(get("topUrl")),
+        )
     )
-    return bot, problems
 
 
 # What Sense sends: '2018-10-09T17:04:48Z', or its sample's '2018-10-0917:04:48Z'. The
