@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from mailsec.core.events import ListSink, build_event, event_id
+from mailsec.core.events import Event, ListSink, build_event, event_id
 
 
 def test_event_json_starts_with_time_and_carries_event_id():
@@ -100,3 +100,36 @@ def test_event_id_maker_gives_the_ids_event_id_gives():
         make = event_id_maker("apigee:sense:bot", head, revision)
         assert make(*tail) == event_id("apigee:sense:bot", (*head, *tail), revision)
         assert make(*tail) == make(*tail)  # the shared start of the hash is not consumed
+
+
+def test_xml_safe_json_is_what_encoding_with_ensure_ascii_gives():
+    from mailsec.core.events import _compact, _compact_ascii, xml_safe_json
+
+    for value in [*ODD_VALUES, {"astral": "🤖\U0010ffff", "é": "\ud800\udfff\ufffe"}]:
+        text = _compact(value)
+        unsafe = any(c in text for c in "\ud800\udfff\ufffe\uffff")
+        assert xml_safe_json(text) == (_compact_ascii(value) if unsafe else text)
+
+
+def test_an_encoded_event_is_written_as_given_and_reads_as_its_fields():
+    from mailsec.core.events import EncodedFields, _compact, encoded_event
+
+    fields = {"time": "2024-01-02T00:00:00.000000Z", "u": "São", "sur": "x\ud800", "n": [1, None]}
+    event = encoded_event(1704153600.0, "s", _compact(fields), source="src")
+    reference = Event(1704153600.0, "s", fields, source="src")
+    assert isinstance(event.data, EncodedFields)
+    assert event.json_text() == reference.json_text() == _compact(fields)
+    assert event.to_json() == reference.to_json()
+    assert "\\ud800" in event.to_json()  # the XML-safety check applies to it too
+    assert event == reference and event.data == fields and dict(event.data) == fields
+    assert event.data["u"] == "São" and list(event.data) == list(fields) and len(event.data) == 4
+
+
+def test_event_ids_of_keys_with_lone_surrogates():
+    from mailsec.core.events import event_id_maker
+
+    plain = event_id("s", ["a", "b"])
+    assert plain == event_id("s", ["a", "b"])  # ids of ordinary text are unchanged
+    odd = event_id("s", ["a\ud800", "b"])
+    assert len(odd) == 32 and odd != plain
+    assert event_id_maker("s", ["a\ud800"])("b") == odd

@@ -51,3 +51,21 @@ def test_batched_writes_equal_splunklib_event_by_event():
     assert sink.write(events[2:]) == 2
     assert out.getvalue() == splunklib_stream(events, "sense", "sense_listener://a")
     assert out.getvalue().count("<stream>") == 1
+
+
+def test_a_sense_report_is_written_byte_for_byte_as_splunklib_writes_it():
+    """Pre-encoded bot events and the escaping done once per run of events, against
+    splunklib's writer event by event (non-ASCII, XML-unsafe characters, markup)."""
+    from mailsec.sense.report import build_events, parse_report
+    from sense.sender import ENCODINGS, encode, make_report
+    from sense.test_report import RECEIVED, odd_report
+
+    for n, report in enumerate([odd_report(1), odd_report(2), make_report(300, seed=3)]):
+        parsed = parse_report(encode(report, ENCODINGS[n]))
+        events = build_events(
+            parsed, source_ip="192.0.2.7", received_at=RECEIVED, host="h<&>" if n else None
+        )
+        out = io.StringIO()
+        sink = SplunkEventSink(EventWriter(output=out), logging.getLogger("t"), "sense://é", "x")
+        assert sink.write(events) == len(events)
+        assert out.getvalue() == splunklib_stream(events, "x", "sense://é")

@@ -108,6 +108,67 @@ def test_bot_events_are_exactly_what_the_core_event_builder_makes():
         assert list(event.data) == list(expected.data)  # the same key order, "time" first
 
 
+# Values that test the bot events' template: quotes, backslashes, control characters,
+# markup, non-ASCII, astral characters, and characters XML cannot carry (which make
+# the whole event ASCII-escaped). Identity fields (org, env, messageId, ipAddress)
+# are hashed as UTF-8, so they hold no lone surrogate.
+ODD_TEXT = ['q"uo\\te', "ctl\x00\x01\n\t\x1f", "</data><&>]]>", "São Paulo", "🤖", "\u2028"]
+XML_UNSAFE = ["lone\ud800", "\udfffé", "non\ufffe", "\uffff"]
+
+
+def odd_report(seed: int) -> dict:
+    import random
+
+    rng = random.Random(seed)
+    report = make_report(25, seed=seed)
+    metadata = report["text"]["metadata"]
+    for key in ("org", "env", "messageId"):
+        metadata[key] = rng.choice(ODD_TEXT) + metadata[key]
+    for bot in report["text"]["bots"]:
+        bot["ipAddress"] = rng.choice(ODD_TEXT) + bot["ipAddress"]
+        for key in ("ipIsp", "ipCountry", "ipCity", "topUrl"):
+            bot[key] = rng.choice([bot[key], None, "", 7, *ODD_TEXT, *XML_UNSAFE])
+        bot["botReason"] = rng.choice([[], ["Flooder", rng.choice(XML_UNSAFE)], ODD_TEXT[:3]])
+        bot["callCount"] = rng.choice([bot["callCount"], None, "12", "x", 2**70])
+    return report
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bot_events_are_byte_for_byte_what_encoding_their_fields_gives(seed):
+    """The bot events' JSON is built from a template; it must be the very text the
+    core encoder writes for the same fields, and the same after the XML-safety check."""
+    from mailsec.core.events import Event, build_event
+
+    reports = [odd_report(seed), make_report(300, seed=seed)]
+    for report in reports:
+        parsed = parse_report(encode(report, ENCODINGS[seed % len(ENCODINGS)]))
+        events = build_events(parsed, source_ip="192.0.2.7", received_at=RECEIVED, source="s")
+        for bot, event in zip(parsed.bots, events[:-1]):
+            fields = {
+                "org": parsed.org,
+                "env": parsed.env,
+                "message_id": parsed.message_id,
+                "report_timestamp": parsed.report_timestamp.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "rank": bot.rank,
+                "ip_address": bot.ip_address,
+                "bot_detected_last": bot.bot_detected_last,
+                "ip_isp": bot.ip_isp,
+                "ip_country": bot.ip_country,
+                "ip_city": bot.ip_city,
+                "bot_reason": list(bot.bot_reason),
+                "call_count": bot.call_count,
+                "top_url": bot.top_url,
+                "vendor_product": "Apigee Sense",
+            }
+            key = (parsed.org, parsed.env, parsed.message_id, bot.rank, bot.ip_address)
+            expected = build_event(BOT_SOURCETYPE, parsed.report_timestamp, fields, key, source="s")
+            as_dict = Event(event.time, event.sourcetype, dict(expected.data), source="s")
+            assert event.json_text() == as_dict.json_text()
+            assert event.to_json() == as_dict.to_json() == expected.to_json()
+        if report is reports[0]:
+            assert any("\\ud800" in e.to_json() or "\\udfff" in e.to_json() for e in events)
+
+
 def test_300_bots_give_300_bot_events_and_one_report_event():
     events = events_of(encode(make_report(300), "as_sense_sample"))
     kinds = [e.sourcetype for e in events]
@@ -221,3 +282,21 @@ def test_bot_detected_last_is_made_canonical_or_left_empty(sent, canonical):
     report["text"]["bots"][0]["botDetectedLast"] = sent
     (bot,) = parse_report(encode(report, "object")).bots
     assert bot.bot_detected_last == canonical
+
+
+def test_lone_surrogates_in_identity_fields_give_events_not_a_crash():
+    """A "\\ud800" escape in org, env, messageId or an IP would crash utf-8 hashing:
+    the report would be answered 500 and re-posted forever."""
+    from mailsec.sense.dedupe import message_key
+
+    report = make_report(2, seed=7)
+    report["text"]["metadata"]["org"] = "org\ud800"
+    report["text"]["metadata"]["messageId"] = "id\udfff"
+    report["text"]["bots"][0]["ipAddress"] = "10.0.0.1\ud83d"
+    body = json.dumps(report).encode()  # ASCII escapes, as a sender writes them
+    events = events_of(body)
+    assert len(events) == 3
+    assert len({event.data["event_id"] for event in events}) == 3
+    for event in events:
+        assert "\ud800" not in event.to_json()  # written ASCII-escaped
+    assert len(message_key(["org\ud800", "env", "id\udfff"])) == 32

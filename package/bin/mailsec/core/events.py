@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from json.encoder import c_make_encoder, encode_basestring, encode_basestring_ascii
 from typing import Any, Callable, Optional, Protocol
 
@@ -43,6 +43,73 @@ def _compact_encoder(ensure_ascii: bool) -> Callable[[Any], str]:
 
 _compact = _compact_encoder(ensure_ascii=False)
 _compact_ascii = _compact_encoder(ensure_ascii=True)
+
+# json's own escaping of a string value (C where available): what `_compact` writes
+# for a str, for services that build an event's JSON text from a template.
+json_string = encode_basestring
+
+
+def _ascii_escape_char(match: re.Match) -> str:
+    # as json's ensure_ascii: \uXXXX in lower case, astral characters as a surrogate pair
+    code = ord(match.group())
+    if code > 0xFFFF:
+        code -= 0x10000
+        return f"\\u{0xD800 | (code >> 10):04x}\\u{0xDC00 | (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
+_NON_ASCII = re.compile("[^\x00-\x7f]")
+
+
+def xml_safe_json(text: str) -> str:
+    """A compact JSON text as splunkd's XML event stream can carry it.
+
+    Characters XML cannot hold (lone surrogates from vendor "\\ud800" escapes,
+    non-characters) make the whole event ASCII-escaped: the same text as encoding
+    its fields with ensure_ascii=True, since json escapes only inside strings and
+    escapes every non-ASCII character the same way wherever it stands.
+    """
+    # isascii() is a flag lookup; the search scans every character
+    if text.isascii() or not _NOT_XML_SAFE.search(text):
+        return text
+    return _NON_ASCII.sub(_ascii_escape_char, text)
+
+
+def has_xml_unsafe(text: str) -> bool:
+    """Whether some event in `text` (one or many JSON texts) needs `xml_safe_json`."""
+    return not text.isascii() and _NOT_XML_SAFE.search(text) is not None
+
+
+class EncodedFields(Mapping):
+    """An event's fields held as the JSON text they are written as, parsed on first read.
+
+    A service producing many events of one shape (300 bots per Sense report) builds
+    each event's text directly; nothing on the way to splunkd reads the fields, so
+    they are parsed only if someone asks (tests, a caller's inspection).
+    """
+
+    __slots__ = ("_fields", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._fields: Optional[dict] = None
+
+    def _parsed(self) -> dict:
+        if self._fields is None:
+            self._fields = json.loads(self.text)
+        return self._fields
+
+    def __getitem__(self, key: str) -> Any:
+        return self._parsed()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parsed())
+
+    def __len__(self) -> int:
+        return len(self._parsed())
+
+    def __repr__(self) -> str:
+        return f"EncodedFields({self.text!r})"
 
 
 class Event:
@@ -85,46 +152,72 @@ class Event:
         fields = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._FIELDS)
         return f"Event({fields})"
 
+    def json_text(self) -> str:
+        """The fields as compact JSON, before the XML-safety check of `to_json`."""
+        data = self.data
+        if type(data) is EncodedFields:
+            return data.text
+        return _compact(data)
+
     def to_json(self) -> str:
-        text = _compact(self.data)
-        # isascii() is a flag lookup; the search scans every character (~3 us an event)
-        if not text.isascii() and _NOT_XML_SAFE.search(text):
-            # control characters are already \u-escaped by json; these are not
-            text = _compact_ascii(self.data)
-        return text
+        return xml_safe_json(self.json_text())
 
     @property
     def event_id(self) -> str:
         return self.data["event_id"]
 
 
+def encoded_event(
+    time: float,
+    sourcetype: str,
+    json_text: str,
+    *,
+    index: Optional[str] = None,
+    source: Optional[str] = None,
+    host: Optional[str] = None,
+) -> Event:
+    """An event whose fields are given as their compact JSON text (as `_compact`
+    writes it: first key "time", no whitespace, non-ASCII unescaped), written as is."""
+    return Event(time, sourcetype, EncodedFields(json_text), index, source, host)
+
+
 def event_id(sourcetype: str, natural_key: Sequence[Any], revision: Any = None) -> str:
     material = _compact([sourcetype, list(natural_key), revision])
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
-def event_id_maker(
-    sourcetype: str, key_head: Sequence[Any], revision: Any = None
-) -> Callable[..., str]:
+class _IdMaker:
     """`make(*key_tail)` == `event_id(sourcetype, (*key_head, *key_tail), revision)`.
 
     For many events sharing the start of their natural key (the 300 bots of one
     Sense report share org, env and messageId): the shared part of the hashed
     material is encoded once, and so is the start of the hash itself.
     """
-    head = _compact([sourcetype, list(key_head)])[:-2]  # '["st",["a","b"' or '["st",['
-    tail = "]," + _compact(revision) + "]"
-    joiner = "," if key_head else ""
-    hashed_head = hashlib.sha256(head.encode("utf-8"))
 
-    def make(*key_tail: Any) -> str:
+    def __init__(self, sourcetype: str, key_head: Sequence[Any], revision: Any) -> None:
+        self._whole = (sourcetype, tuple(key_head), revision)
+        head = _compact([sourcetype, list(key_head)])[:-2]  # '["st",["a","b"' or '["st",['
+        self._joiner = "," if key_head else ""
+        self._tail = "]," + _compact(revision) + "]"
+        self._hashed_head = hashlib.sha256(head.encode("utf-8", "surrogatepass"))
+
+    def __call__(self, *key_tail: Any) -> str:
         if not key_tail:
-            return event_id(sourcetype, key_head, revision)
-        digest = hashed_head.copy()
-        digest.update((joiner + _compact(key_tail)[1:-1] + tail).encode("utf-8"))
+            return event_id(*self._whole)
+        return self.from_json(_compact(key_tail)[1:-1])
+
+    def from_json(self, key_tail_json: str) -> str:
+        """The id from the key's tail already encoded: its values as `_compact`
+        writes them, comma-separated (for a caller that has them escaped anyway)."""
+        digest = self._hashed_head.copy()
+        digest.update((self._joiner + key_tail_json + self._tail).encode("utf-8", "surrogatepass"))
         return digest.hexdigest()[:32]
 
-    return make
+
+def event_id_maker(sourcetype: str, key_head: Sequence[Any], revision: Any = None) -> _IdMaker:
+    """`make(*key_tail)` == `event_id(sourcetype, (*key_head, *key_tail), revision)`,
+    faster when many ids share `key_head` (see `_IdMaker`)."""
+    return _IdMaker(sourcetype, key_head, revision)
 
 
 def build_event(

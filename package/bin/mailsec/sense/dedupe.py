@@ -32,7 +32,7 @@ _STARTUP_SWEEP_DAYS = 7
 
 def message_key(parts) -> str:
     material = json.dumps(list(parts), ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+    return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 class MessageLedger:

@@ -21,9 +21,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
-from mailsec.core.events import Event, build_event, event_id_maker
+from mailsec.core.events import Event, build_event, encoded_event, event_id_maker, json_string
 from mailsec.core.timeutil import iso_z, parse_iso8601, to_epoch
 
 BOT_SOURCETYPE = "apigee:sense:bot"
@@ -135,9 +135,7 @@ def _read_report(inner: dict) -> SenseReport:
         raise NotASenseReport(f"'bots' is a JSON {_kind(raw_bots)}, not an array")
     bots, problems = [], []
     for position, raw in enumerate(raw_bots, start=1):
-        bot, bot_problems = _read_bot(position, raw)
-        if bot_problems:
-            problems.extend((position, problem) for problem in bot_problems)
+        bot = _read_bot(position, raw, problems)
         if bot is not None:
             bots.append(bot)
     total = _count(inner.get("totalNumberOfBots"))
@@ -157,37 +155,46 @@ def _read_report(inner: dict) -> SenseReport:
     )
 
 
-def _read_bot(position: int, raw: Any) -> tuple:
-    if not isinstance(raw, dict):
-        return None, [f"skipped: the entry is a JSON {_kind(raw)}, not an object"]
+# A NamedTuple's own __new__ is Python code; 300 bots a report are built without it.
+_new_bot = functools.partial(tuple.__new__, Bot)
+
+
+def _read_bot(position: int, raw: Any, problems: list) -> Optional[Bot]:
+    """The bot at `position`, or None when the entry is skipped; what was wrong with
+    it is added to `problems` as (position, problem)."""
+    if type(raw) is not dict:
+        problems.append((position, f"skipped: the entry is a JSON {_kind(raw)}, not an object"))
+        return None
     get = raw.get
     ip_address = _text(get("ipAddress"))
     if ip_address is None:
-        return None, ["skipped: ipAddress is missing"]
-    problems = ()
+        problems.append((position, "skipped: ipAddress is missing"))
+        return None
     detected = get("botDetectedLast")
     if detected is not None and detected != "":
         detected = _canonical_time(str(detected))
         if detected is None:
-            problems = [f"botDetectedLast is not a date-time: {raw['botDetectedLast']!r}"]
+            problem = f"botDetectedLast is not a date-time: {raw['botDetectedLast']!r}"
+            problems.append((position, problem))
     else:
         detected = None
     raw_count = get("callCount")
     call_count = _count(raw_count)
     if call_count is None and raw_count is not None and raw_count != "":
-        problems = [*problems, f"callCount is not a count: {raw_count!r}"]
-    bot = Bot(
-        position,
-        ip_address,
-        detected,
-        _text(get("ipIsp")),
-        _text(get("ipCountry")),
-        _text(get("ipCity")),
-        _reasons(get("botReason")),
-        call_count,
-        _text(get("topUrl")),
+        problems.append((position, f"callCount is not a count: {raw_count!r}"))
+    return _new_bot(
+        (
+            position,
+            ip_address,
+            detected,
+            _text(get("ipIsp")),
+            _text(get("ipCountry")),
+            _text(get("ipCity")),
+            _reasons(get("botReason")),
+            call_count,
+            _text(get("topUrl")),
+        )
     )
-    return bot, problems
 
 
 # What Sense sends: '2018-10-09T17:04:48Z', or its sample's '2018-10-0917:04:48Z'. The
@@ -258,7 +265,10 @@ def _reasons(value: Any) -> tuple:
         # a sender that flattens the list joins it with commas
         return tuple(part.strip() for part in value.split(",") if part.strip())
     if isinstance(value, list):
-        return tuple([text for text in map(_text, value) if text])
+        try:  # nearly always a list of strings: the fast path
+            return tuple(filter(None, [text.strip() for text in value]))
+        except (AttributeError, TypeError):
+            return tuple([text for text in map(_text, value) if text])
     return ()
 
 
@@ -282,54 +292,68 @@ def build_events(
 
     Both carry `_time` = reportTimestamp and an `event_id` made from the report's
     identity (org, env, messageId), so a report indexed twice is removable with
-    `dedup event_id`. The bot events are the events `build_event` makes, built
-    here without its per-event work (the time formatted once per report).
+    `dedup event_id`.
     """
-    common = {
+    identity = (report.org, report.env, report.message_id)
+    placement = {"index": index, "source": source, "host": host}
+    epoch = round(to_epoch(report.report_timestamp), 6)
+    bot_json = _bot_json_maker(report)
+    events: list[Event] = [
+        encoded_event(epoch, BOT_SOURCETYPE, bot_json(bot), **placement) for bot in report.bots
+    ]
+    fields = {
         "org": report.org,
         "env": report.env,
         "message_id": report.message_id,
         "report_timestamp": iso_seconds(report.report_timestamp),
+        "total_number_of_bots": report.total_number_of_bots,
+        "bots_in_report": len(report.bots),
+        "bots_skipped": report.bots_skipped,
+        "source_ip": source_ip,
+        "received_at": iso_z(received_at),
+        "vendor_product": VENDOR_PRODUCT,
     }
-    identity = (report.org, report.env, report.message_id)
-    placement = {"index": index, "source": source, "host": host}
-    time_text = iso_z(report.report_timestamp)
-    epoch = round(to_epoch(report.report_timestamp), 6)
-    bot_event_id = event_id_maker(BOT_SOURCETYPE, identity)
-    events: list[Event] = []
-    append = events.append
-    for bot in report.bots:
-        data = {
-            "time": time_text,
-            **common,
-            "rank": bot.rank,
-            "ip_address": bot.ip_address,
-            "bot_detected_last": bot.bot_detected_last,
-            "ip_isp": bot.ip_isp,
-            "ip_country": bot.ip_country,
-            "ip_city": bot.ip_city,
-            "bot_reason": list(bot.bot_reason),
-            "call_count": bot.call_count,
-            "top_url": bot.top_url,
-            "vendor_product": VENDOR_PRODUCT,
-            "event_id": bot_event_id(bot.rank, bot.ip_address),
-        }
-        append(Event(epoch, BOT_SOURCETYPE, data, **placement))
-    fields = dict(common)
-    fields.update(
-        {
-            "total_number_of_bots": report.total_number_of_bots,
-            "bots_in_report": len(report.bots),
-            "bots_skipped": report.bots_skipped,
-            "source_ip": source_ip,
-            "received_at": iso_z(received_at),
-            "vendor_product": VENDOR_PRODUCT,
-        }
-    )
     events.append(
         build_event(REPORT_SOURCETYPE, report.report_timestamp, fields, identity, **placement)
     )
     return events
+
+
+def _bot_json_maker(report: SenseReport) -> Callable[[Bot], str]:
+    """`bot_json(bot)`: the bot event's JSON text, exactly what `build_event` with
+    these fields gives (tested on every encoding and on odd values).
+
+    A report's 300 bots share their first five fields and the start of their
+    event_id's hashed material: those are escaped (and hashed) once per report, and
+    each bot's own values are escaped into a template, not built into a dict and
+    encoded (3 times cheaper).
+    """
+    head = (
+        f'{{"time":"{iso_z(report.report_timestamp)}",'
+        f'"org":{json_string(report.org)},"env":{json_string(report.env)},'
+        f'"message_id":{json_string(report.message_id)},'
+        f'"report_timestamp":"{iso_seconds(report.report_timestamp)}","rank":'
+    )
+    tail = f',"vendor_product":{json_string(VENDOR_PRODUCT)},"event_id":"'
+    event_id = event_id_maker(BOT_SOURCETYPE, (report.org, report.env, report.message_id))
+
+    def bot_json(bot: Bot) -> str:
+        # the conditionals are inline: a helper call per field is a third of the cost
+        rank, ip_address, detected, isp, country, city, reasons, count, url = bot
+        ip_address = json_string(ip_address)
+        return (
+            f'{head}{rank},"ip_address":{ip_address},'
+            f'"bot_detected_last":{"null" if detected is None else json_string(detected)},'
+            f'"ip_isp":{"null" if isp is None else json_string(isp)},'
+            f'"ip_country":{"null" if country is None else json_string(country)},'
+            f'"ip_city":{"null" if city is None else json_string(city)},'
+            f'"bot_reason":[{",".join(map(json_string, reasons))}],'
+            f'"call_count":{"null" if count is None else count},'
+            f'"top_url":{"null" if url is None else json_string(url)}'
+            f'{tail}{event_id.from_json(f"{rank},{ip_address}")}"}}'
+        )
+
+    return bot_json
 
 
 def report_key(report: SenseReport) -> Sequence[str]:
