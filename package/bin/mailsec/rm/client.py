@@ -3,7 +3,7 @@ no mail can have been sent.
 
 Built on `ssl` and mailsec.core.lean_http rather than the shared requests-based
 HttpClient: an alert action is a new process per mail, and importing requests (or
-even http.client) takes longer than a whole curl run (see docs/rm.md,
+even http.client) takes longer than a whole curl run (see the README,
 "Benchmark"). The retry rule is the
 shared one, `NO_REPEAT_AFTER_SEND` of mailsec.core.http: connection refused, TLS
 handshake failures and 503 are retried; a read timeout or a connection lost after
