@@ -149,6 +149,7 @@ class SecretScan:
         self._secrets: dict[str, dict[str, bytes]] = {}  # name -> form -> needle
         self._values: set[bytes] = set()
         self.findings: list[Finding] = []
+        self.watched_findings: list[Finding] = []  # those of the last scan_watched
         self._watched: list[tuple[str, Any, Any]] = []
 
     # registration -------------------------------------------------------------

@@ -511,6 +511,10 @@ def test_secret_scan_fixture_fails_the_test(tmp_path: Path) -> None:
 
             def test_late(secret_scan, late_writer):
                 secret_scan.add(SECRET, name="api key")
+
+            def test_direct_scan_counts(secret_scan):
+                secret_scan.add(SECRET, name="api key")
+                secret_scan.scan_text("an event", "data " + SECRET)
             """
         )
     )
@@ -525,7 +529,8 @@ def test_secret_scan_fixture_fails_the_test(tmp_path: Path) -> None:
     out = proc.stdout + proc.stderr
     assert time.monotonic() - started < 30
     assert proc.returncode == 1, out
-    assert "1 failed, 2 passed, 1 error" in out, out
+    assert "2 failed, 2 passed, 1 error" in out, out
+    assert "an event" in out
     assert "var/log/splunk/ta_mailsec_x.log:1" in out
     assert "var/log/splunk/late.log:1" in out
     assert "inner-secret-0123456789" not in out
