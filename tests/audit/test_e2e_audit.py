@@ -64,16 +64,16 @@ def run_script(installed_app, splunkd, splunk_home, tmpdir_env, **kwargs):
 
 def files_left(root: str) -> list:
     """What the input left in TMPDIR, apart from the HTTP client's CA bundles
-    (ta_mailsec_ca_bundles/<sha256>.pem: public certificates that every run reuses)."""
+    (ta_mailsec_ca_bundles_<uid>/<sha256>.pem: public certificates every run reuses)."""
     found = []
     for base, dirs, files in os.walk(root):
-        if os.path.basename(base) == "ta_mailsec_ca_bundles":
+        if os.path.basename(base).startswith("ta_mailsec_ca_bundles"):
             continue
         for name in files:
             path = os.path.join(base, name)
             if stat.S_ISREG(os.lstat(path).st_mode):
                 found.append(path)
-        found += [os.path.join(base, d) for d in dirs if d != "ta_mailsec_ca_bundles"]
+        found += [os.path.join(base, d) for d in dirs if not d.startswith("ta_mailsec_ca_bundles")]
     return found
 
 

@@ -199,3 +199,30 @@ def test_retry_log_lines_carry_no_query_string(scripted_server, test_ca, caplog)
         http.get(scripted_server.url + "/report?token=abc123secret")
     assert "503" in caplog.text
     assert "abc123secret" not in caplog.text
+
+
+def test_a_planted_ca_bundle_folder_or_file_is_not_trusted(test_ca, tmp_path):
+    """Another local user could create the shared folder first, or put a file of
+    their own CA under the expected name: neither may replace the trust store."""
+    import os
+
+    from mailsec.core.files import private_dir
+    from mailsec.core.http import ca_bundle_file
+
+    pem = test_ca.cert_pem.decode()
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    with pytest.raises(PermissionError, match="link"):
+        ca_bundle_file(pem, str(link))
+    folder = tmp_path / "bundles"
+    path = ca_bundle_file(pem, str(folder))
+    Path(path).write_text("-----BEGIN CERTIFICATE-----\nplanted\n-----END CERTIFICATE-----\n")
+    assert ca_bundle_file(pem, str(folder)) == path
+    assert Path(path).read_text() == pem  # rewritten: only the bundle's own content is used
+    loose = tmp_path / "loose"
+    loose.mkdir(mode=0o777)
+    os.chmod(loose, 0o777)  # noqa: S103 (the folder being tested)
+    private_dir(str(loose))
+    assert oct(os.stat(loose).st_mode & 0o777) == "0o700"

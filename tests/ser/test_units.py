@@ -91,6 +91,23 @@ def test_bad_records_are_skipped_or_zeroed_with_a_reason():
     assert parse_summary([1, 2]).problems
 
 
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-inf", 1e400, float("nan")])
+def test_a_count_that_is_not_finite_is_zeroed_not_a_crash(bad):
+    """json.loads accepts NaN and Infinity; int() of them raises, which would stop the
+    input on that window for good."""
+    summary = parse_summary(
+        {
+            "applicationUsers": [
+                {"applicationName": "A", "status": {"success": 3, "tempFailure": bad}}
+            ]
+        }
+    )
+    (user,) = summary.users
+    assert user["success"] == 3 and user["temp_failure"] == 0
+    assert any("finite" in problem for problem in summary.problems)
+    assert parse_summary(json.loads('{"applicationUsers": [{"status": {"total": NaN}}]}')).users
+
+
 def test_event_ids_depend_on_natural_key_and_revision_only():
     user = parse_summary({"applicationUsers": [{"applicationName": "A"}]}).users[0]
     first = summary_events("acme", 0, 3600, 1, False, [user])[0]

@@ -13,6 +13,7 @@ import tempfile
 import threading
 from typing import Optional
 
+from mailsec.core.files import private_dir
 from mailsec.core.http import HttpClient, IncompleteBody, iter_body
 
 WORK_PREFIX = "ta_mailsec_audit_"
@@ -35,19 +36,16 @@ def work_root(input_name: str, base: Optional[str] = None) -> str:
     # a short, fixed name per input: gpg-agent's socket lives in the GnuPG home
     # below it, and a Unix socket path may not exceed 107 bytes
     digest = hashlib.sha256(input_name.encode("utf-8")).hexdigest()[:12]
-    root = os.path.join(base, WORK_PREFIX + digest)
-    if os.path.isdir(root) and not os.path.islink(root):
-        for entry in os.listdir(root):
-            path = os.path.join(root, entry)
-            if entry.startswith("gnupg_"):
-                stop_agent(path)
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                os.unlink(path)
-    else:
-        os.makedirs(root, mode=0o700, exist_ok=True)
-    os.chmod(root, 0o700)
+    # this user's own folder, not a link or another user's (private_dir refuses those)
+    root = private_dir(os.path.join(base, WORK_PREFIX + digest))
+    for entry in os.listdir(root):
+        path = os.path.join(root, entry)
+        if entry.startswith("gnupg_"):
+            stop_agent(path)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
     return root
 
 

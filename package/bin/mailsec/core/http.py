@@ -12,6 +12,7 @@ which requests would otherwise let override the per-account CA bundle.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -29,6 +30,7 @@ import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from mailsec import APP_NAME
+from mailsec.core.files import private_dir
 from mailsec.core.ratelimit import TokenBucket
 
 USER_AGENT = f"{APP_NAME}/1.0"
@@ -230,18 +232,27 @@ def ca_bundle_file(pem: str, directory: Optional[str] = None) -> str:
 
     Named by the hash of its content and reused by every run: a CA bundle is public,
     and a per-run temporary file would be left behind by a process that is killed.
+    The folder must be this user's own (a planted one could swap the trust store);
+    an existing file is trusted only if its content is the bundle.
     """
     if PEM_CERT_MARKER not in pem:
         raise ValueError("the CA bundle is not PEM: it holds no '-----BEGIN CERTIFICATE-----'")
-    folder = directory or os.path.join(tempfile.gettempdir(), "ta_mailsec_ca_bundles")
-    os.makedirs(folder, mode=0o700, exist_ok=True)
-    path = os.path.join(folder, hashlib.sha256(pem.encode("utf-8")).hexdigest() + ".pem")
-    if not os.path.exists(path):
-        # written under another name and renamed: a concurrent run never reads half a file
-        partial = f"{path}.{os.getpid()}.partial"
-        with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
-            handle.write(pem)
-        os.replace(partial, path)
+    suffix = f"_{os.getuid()}" if hasattr(os, "getuid") else ""
+    folder = private_dir(
+        directory or os.path.join(tempfile.gettempdir(), "ta_mailsec_ca_bundles" + suffix)
+    )
+    data = pem.encode("utf-8")
+    path = os.path.join(folder, hashlib.sha256(data).hexdigest() + ".pem")
+    with contextlib.suppress(FileNotFoundError), open(path, "rb") as handle:
+        if handle.read() == data:
+            return path
+    # written under an unpredictable name and renamed: a concurrent run never reads
+    # half a file, and nothing can be made to follow a planted link
+    partial = os.path.join(folder, f".{os.getpid()}.{os.urandom(8).hex()}.partial")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    with open(os.open(partial, flags, 0o600), "wb") as handle:
+        handle.write(data)
+    os.replace(partial, path)
     return path
 
 

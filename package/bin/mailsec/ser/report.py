@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -74,6 +75,9 @@ def _count(value: Any, where: str, problems: list[str]) -> int:
         number = float(value)
     except (TypeError, ValueError):
         problems.append(f"{where} is {value!r}, not a number; counted as 0")
+        return 0
+    if not math.isfinite(number):  # "NaN", "Infinity", 1e400: int() would raise
+        problems.append(f"{where} is {value!r}, not a finite number; counted as 0")
         return 0
     return int(number) if number == int(number) else number
 
