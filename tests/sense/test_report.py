@@ -300,3 +300,32 @@ def test_lone_surrogates_in_identity_fields_give_events_not_a_crash():
     for event in events:
         assert "\ud800" not in event.to_json()  # written ASCII-escaped
     assert len(message_key(["org\ud800", "env", "id\udfff"])) == 32
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda r: r["text"]["bots"][0].update(callCount="9" * 5000),  # int() refuses > 4300 digits
+        lambda r: r["text"]["bots"][0].update(botDetectedLast="9999-12-31T23:59:59-12:00"),
+        lambda r: r["text"]["metadata"].update(reportTimestamp="9999-12-31T23:59:59-12:00"),
+    ],
+)
+def test_extreme_values_give_a_report_or_a_400_reason_never_a_crash(mutate):
+    from mailsec.sense.report import NotASenseReport
+
+    report = make_report(3, seed=11)
+    mutate(report)
+    body = json.dumps(report).encode()
+    try:
+        events = events_of(body)
+    except NotASenseReport as refused:
+        assert str(refused)  # a 400 with its reason
+    else:
+        assert len(events) == 4
+
+
+def test_a_deeply_nested_body_is_a_400_not_a_500():
+    from mailsec.sense.report import NotASenseReport, parse_report
+
+    with pytest.raises(NotASenseReport, match=r"nested too deeply|cannot be read"):
+        parse_report(b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")

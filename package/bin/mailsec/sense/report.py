@@ -33,6 +33,9 @@ VENDOR_PRODUCT = "Apigee Sense"
 _MAX_STRING_NESTING = 3
 
 
+_MAX_COUNT_CHARS = 40
+
+
 class NotASenseReport(ValueError):
     """The body is not an Apigee Sense report; the message says why (HTTP 400)."""
 
@@ -66,7 +69,20 @@ class SenseReport:
 
 
 def parse_report(body: bytes) -> SenseReport:
-    """Read a request body in any encoding Sense senders use."""
+    """Read a request body in any encoding Sense senders use.
+
+    Whatever a body holds, the answer is a report or NotASenseReport (a 400 with its
+    reason), never another exception (a 500, which Sense would post again and again).
+    """
+    try:
+        return _parse_report(body)
+    except NotASenseReport:
+        raise
+    except (ValueError, TypeError, OverflowError, RecursionError) as error:
+        raise NotASenseReport(f"the body cannot be read ({type(error).__name__})") from None
+
+
+def _parse_report(body: bytes) -> SenseReport:
     try:
         text = body.decode("utf-8-sig")
     except UnicodeDecodeError as error:
@@ -93,6 +109,8 @@ def _unwrap_json(text: str, what: str) -> Any:
             value = json.loads(value)
         except ValueError as error:
             raise NotASenseReport(f"{what} is not valid JSON: {error}") from None
+        except RecursionError:
+            raise NotASenseReport(f"{what} is nested too deeply") from None
         if not isinstance(value, str):
             return value
     raise NotASenseReport(f"{what} is a JSON string nested more than {_MAX_STRING_NESTING} deep")
@@ -124,7 +142,7 @@ def _read_report(inner: dict) -> SenseReport:
         values[key] = str(raw).strip()
     try:
         report_timestamp = parse_iso8601(values["reportTimestamp"])
-    except ValueError:
+    except (ValueError, OverflowError):
         raise NotASenseReport(
             f"metadata.reportTimestamp is not an ISO 8601 date-time: {values['reportTimestamp']!r}"
         ) from None
@@ -222,7 +240,7 @@ def _canonical_time(text: str) -> Optional[str]:
         return f"{day}T{clock}" if _is_date(day) else None
     try:
         return iso_seconds(parse_iso8601(text))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a zone offset past year 9999
         return None
 
 
@@ -237,6 +255,8 @@ def _text(value: Any) -> Optional[str]:
 
 def _count(value: Any) -> Optional[int]:
     """Counts arrive as numbers or as strings ("274529"); anything else is not a count."""
+    if type(value) is str and len(value) > _MAX_COUNT_CHARS:
+        return None  # int() refuses over 4300 digits; no call count has more than 20
     if type(value) is str and value.isdecimal():  # what Sense sends: the fast path
         return int(value)
     if isinstance(value, bool):
