@@ -145,3 +145,26 @@ def test_removing_an_input_deletes_its_checkpoint(splunkd, monkeypatch):
     assert old_tokens.get("ser_access_token") is None
     assert store.get("other") is not None  # only that input's state
     assert other_tokens.get("ser_access_token") == "tok-other"
+
+
+def test_removing_a_listener_forgets_the_message_ids_it_remembers(splunkd, monkeypatch):
+    import logging
+    from datetime import datetime, timezone
+
+    from mailsec.adapters.kvstore import KVStoreCheckpointStore, delete_checkpoint_on_input_removal
+    from mailsec.adapters.splunkd import Splunkd
+    from mailsec.sense.dedupe import COLLECTION, MessageLedger
+
+    monkeypatch.setenv("SPLUNKD_URI", splunkd.server_uri)
+    store = KVStoreCheckpointStore(Splunkd(splunkd.server_uri, splunkd.session_key), COLLECTION)
+    ledger = MessageLedger(store, "edge")
+    assert ledger.record("report-1")
+    other = MessageLedger(store, "other")
+    assert other.record("report-1")
+    delete_checkpoint_on_input_removal(
+        splunkd.session_key, "sense_listener", "edge", logging.getLogger("t")
+    )
+    day = datetime.now(timezone.utc).date().isoformat()
+    assert store.get(f"edge.{day}") is None
+    assert not MessageLedger(store, "edge").seen("report-1")  # a new input with the old name
+    assert MessageLedger(store, "other").seen("report-1")  # another listener keeps its own

@@ -57,7 +57,8 @@ def delete_checkpoint_on_input_removal(
     session_key: str, input_type: str, input_name: str, logger: logging.Logger
 ) -> bool:
     """Called by an input's REST handler inside splunkd before the input is removed:
-    deletes its checkpoint and its cached access tokens.
+    deletes its checkpoint, its cached access tokens and, for a listener, the
+    messageIds it remembers.
 
     A failure is logged and does not block the removal: an input that cannot be
     deleted because the KV store is down would be worse than a stale checkpoint.
@@ -67,6 +68,10 @@ def delete_checkpoint_on_input_removal(
         delete_input_checkpoint(splunkd, input_type, input_name)
         # and the access tokens it cached: a new input with this name starts clean
         StoragePasswordsCache(splunkd, owner=f"{input_type}.{input_name}").clear()
+        if input_type == "sense_listener":  # and the messageIds it remembers
+            from mailsec.sense.dedupe import COLLECTION, forget_input
+
+            forget_input(KVStoreCheckpointStore(splunkd, COLLECTION), input_name)
     except Exception as error:
         log.log_exception(
             logger, error, "CheckpointError",

@@ -35,6 +35,14 @@ def message_key(parts) -> str:
     return hashlib.sha256(material.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
+def forget_input(store: CheckpointStore, input_name: str, today: Optional[date] = None) -> None:
+    """Delete an input's records (when the input is deleted): a new input with the
+    same name must not answer `duplicate` to reports the old one received."""
+    today = today or utcnow().astimezone(UTC).date()
+    for n in range(RETAIN_DAYS + _STARTUP_SWEEP_DAYS):
+        store.delete(f"{input_name}.{(today - timedelta(days=n)).isoformat()}")
+
+
 class MessageLedger:
     def __init__(
         self,
