@@ -110,3 +110,13 @@ def test_account_refusals(tab, fields, field):
     with pytest.raises(ConfigError) as caught:
         validate_account(tab, fields)
     assert caught.value.field == field
+
+
+def test_secrets_keep_their_spaces_other_values_are_trimmed():
+    from mailsec.ser.config import SerAccount
+
+    account = SerAccount.from_fields({"client_id": "  id  ", "client_secret": " pass word "})
+    assert account.client_id == "id"
+    assert account.client_secret == " pass word "
+    with pytest.raises(ConfigError, match="client_secret"):
+        SerAccount.from_fields({"client_id": "id", "client_secret": "   "})

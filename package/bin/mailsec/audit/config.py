@@ -109,7 +109,7 @@ class GoogleAccount:
             service_account_json=p.required(fields, "service_account_json"),
             pgp_public_key=p.required(fields, "pgp_public_key"),
             pgp_private_key=p.required(fields, "pgp_private_key"),
-            pgp_passphrase=p.text(fields, "pgp_passphrase"),
+            pgp_passphrase=p.secret(fields, "pgp_passphrase"),
             api_url=p.https_url(fields, "api_url", cls.api_url).rstrip("/"),
             token_url=p.https_url(fields, "token_url", cls.token_url),
             ca_bundle=p.text(fields, "ca_bundle"),

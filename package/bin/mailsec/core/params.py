@@ -33,6 +33,18 @@ def text(
     return str(value).strip()
 
 
+def secret(
+    params: Mapping[str, Optional[str]], name: str, *, required: bool = False
+) -> Optional[str]:
+    """A password or key exactly as typed: leading or trailing spaces can be part of it."""
+    value = params.get(name)
+    if value is None or value == "" or not str(value).strip():
+        if required:
+            raise ConfigError(name, "is required")
+        return None
+    return str(value)
+
+
 def required(params: Mapping[str, Optional[str]], name: str) -> str:
     value = text(params, name)
     if value is None:

@@ -106,7 +106,7 @@ class RmAccount(_Fields):
             hostname=hostname,
             whitelist_name=p.required(fields, "whitelist_name"),
             client_certificate=p.required(fields, "client_certificate"),
-            certificate_password=p.text(fields, "certificate_password"),
+            certificate_password=p.secret(fields, "certificate_password"),
             ca_bundle=p.text(fields, "ca_bundle"),
         )
 

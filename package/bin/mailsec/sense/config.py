@@ -73,7 +73,7 @@ class SenseListenerConfig:
         if not _HEADER_NAME.match(key_name):
             raise p.ConfigError("api_key_name", f"is not a valid HTTP header name: {key_name!r}")
         unauthenticated = p.boolean(params, "allow_unauthenticated", False)
-        key_value = p.text(params, "api_key_value")
+        key_value = p.secret(params, "api_key_value")
         if key_value is None and not unauthenticated:
             raise p.ConfigError(
                 "api_key_value", "is required unless allow_unauthenticated is set to true"

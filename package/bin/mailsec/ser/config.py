@@ -66,7 +66,7 @@ class SerAccount:
     def from_fields(cls, fields: Mapping[str, Optional[str]]) -> SerAccount:
         return cls(
             client_id=p.required(fields, "client_id"),
-            client_secret=p.required(fields, "client_secret"),
+            client_secret=p.secret(fields, "client_secret", required=True),
             auth_url=p.https_url(fields, "auth_url", cls.auth_url),
             api_url=p.https_url(fields, "api_url", cls.api_url).rstrip("/"),
             ca_bundle=p.text(fields, "ca_bundle"),
