@@ -97,7 +97,7 @@ class Message:
 _DSN = {"success": "2.X.X", "partialSuccess": "2.X.X", "failure": "5.X.X", "tempFailure": "4.X.X"}
 
 
-def _generate_hour(seed: int, hour: int) -> list[Message]:
+def _generate_hour(seed: int, hour: int, pending_messages: bool = True) -> list[Message]:
     rng = random.Random(f"{seed}:{hour}")
     messages = []
     for user, identity in enumerate(IDENTITIES):
@@ -105,7 +105,9 @@ def _generate_hour(seed: int, hour: int) -> list[Message]:
             received = hour * HOUR + rng.random() * HOUR
             roll = rng.random()
             pending, resolved_at, outcome = None, 0.0, "success"
-            if roll < 0.12:
+            if roll < 0.15 and not pending_messages:
+                pass  # a data set where every message is settled at once
+            elif roll < 0.12:
                 pending = "tempFailure"
                 # resolved before the window is 7 days old: the 7-day poll is final
                 resolved_at = received + rng.uniform(600, RECLASSIFY_WITHIN - HOUR)
@@ -158,6 +160,8 @@ class LoggedRequest:
     path: str
     query: dict
     status: int
+    retry_after: Optional[str] = None  # the Retry-After header answered
+    real: float = field(default_factory=time.monotonic)  # for waits on the real clock
 
 
 @dataclass
@@ -186,6 +190,11 @@ class SerSimulator:
     annual_throughput: int = 50 * 1024**3
     # limit window length: tests with a real clock may shorten it
     limit_window: float = 60.0
+    # the clock of the rate limit (default: `clock`); a test that freezes the data
+    # clock gives the limit a real one, so that waiting frees slots
+    limit_clock: Any = None
+    # False: no tempFailure / inProgress message, so no window ever changes
+    pending_messages: bool = True
 
     def __post_init__(self) -> None:
         if not self.license_start:
@@ -193,6 +202,8 @@ class SerSimulator:
             self.license_start = float(int(now - 120 * DAY) // DAY * DAY)
         if not self.license_end:
             self.license_end = self.license_start + 365 * DAY
+        if self.limit_clock is None:
+            self.limit_clock = self.clock
         self.log: list[LoggedRequest] = []
         self.forbidden = False
         self._tokens: dict[str, float] = {}
@@ -240,23 +251,26 @@ class SerSimulator:
 
     # -- data ------------------------------------------------------------------------
 
-    def messages(self, start: float, end: float) -> list[Message]:
-        """Messages received in [start, end) and not in the future."""
-        end = min(end, self.clock.now())
+    def messages(self, start: float, end: float, at: Optional[float] = None) -> list[Message]:
+        """Messages received in [start, end) and not in the future (of `at`, default now)."""
+        end = min(end, self.clock.now() if at is None else at)
         found = []
         for hour in range(int(start // HOUR), math.ceil(end / HOUR)):
             with self._lock:
                 batch = self._hours.get(hour)
                 if batch is None:
-                    batch = self._hours[hour] = _generate_hour(self.seed, hour)
+                    batch = self._hours[hour] = _generate_hour(
+                        self.seed, hour, self.pending_messages
+                    )
             found.extend(m for m in batch if start <= m.received < end)
         return found
 
-    def expected(self, start: float, end: float) -> dict:
-        """The exact per-user sums for [start, end) at the simulator's current time."""
-        now = self.clock.now()
+    def expected(self, start: float, end: float, at: Optional[float] = None) -> dict:
+        """The exact per-user sums for [start, end) at time `at` (default: the
+        simulator's current time)."""
+        now = self.clock.now() if at is None else at
         sums: dict[int, Counter] = {}
-        for message in self.messages(start, end):
+        for message in self.messages(start, end, now):
             status = message.status_at(now)
             counts = sums.setdefault(message.user, Counter())
             counts[status] += 1
@@ -312,12 +326,19 @@ class SerSimulator:
     # -- controls --------------------------------------------------------------------
 
     def fail_next(
-        self, status: int, count: int = 1, message: str = "", retry_after: Optional[str] = None
+        self,
+        status: int,
+        count: int = 1,
+        message: str = "",
+        retry_after: Optional[str] = None,
+        after: int = 0,
     ) -> None:
-        """The next `count` summary requests (that pass the rate limit) get `status`."""
+        """The next `count` summary requests (that pass the rate limit) get `status`,
+        once `after` more have been answered normally."""
         text = message or {500: "Internal Server Error", 502: "Bad Gateway",
                            503: "Service Unavailable"}.get(status, "injected failure")  # fmt: skip
         with self._lock:
+            self._injected.extend([None] * after)
             self._injected.extend(Injected(status, text, retry_after) for _ in range(count))
 
     def expire_tokens(self) -> None:
@@ -344,7 +365,8 @@ class SerSimulator:
         return self.count(SUMMARY_PATH, 429)
 
     def max_in_any_window(self) -> int:
-        """The most summary requests the limiter admitted in any rolling window."""
+        """The most summary requests the limiter admitted in any rolling window
+        (measured on `clock`: meaningful when the limit runs on it too)."""
         times = sorted(e.at for e in self.log if e.path == SUMMARY_PATH and e.status != 429)
         best, left = 0, 0
         for right, moment in enumerate(times):
@@ -370,7 +392,7 @@ class SerSimulator:
 
     def _admit(self) -> Optional[float]:
         """None when admitted; else the seconds until a slot frees up."""
-        now = self.clock.now()
+        now = self.limit_clock.now()
         with self._lock:
             while self._admitted and self._admitted[0] <= now - self.limit_window:
                 self._admitted.popleft()
@@ -426,7 +448,16 @@ class _Handler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b""
 
     def _send(self, status: int, body: Any, extra: dict, path: str, query: dict) -> None:
-        self.sim.log.append(LoggedRequest(self.sim.clock.now(), self.command, path, query, status))
+        self.sim.log.append(
+            LoggedRequest(
+                self.sim.clock.now(),
+                self.command,
+                path,
+                query,
+                status,
+                retry_after=extra.get("Retry-After"),
+            )
+        )
         if status == 200 and path == SUMMARY_PATH and self.sim.answer_format == "uu":
             payload = uuencode(json.dumps(body).encode("utf-8")).encode("ascii")
             content_type = "text/plain; charset=us-ascii"
@@ -462,10 +493,13 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, answer, extra, parts.path, query)
 
 
-def expected_records(sim: SerSimulator, start: float, end: float) -> dict[tuple, dict]:
-    """The simulator's truth for a window, keyed by identity, in the add-on's field names."""
+def expected_records(
+    sim: SerSimulator, start: float, end: float, at: Optional[float] = None
+) -> dict[tuple, dict]:
+    """The simulator's truth for a window at time `at` (default: now), keyed by
+    identity, in the add-on's field names."""
     records = {}
-    for user, counts in sim.expected(start, end).items():
+    for user, counts in sim.expected(start, end, at).items():
         app, name, envelope, header, _ = IDENTITIES[user]
         records[(app, name, envelope, header)] = {
             "success": counts["success"],

@@ -94,11 +94,23 @@ def test_killed_at_any_point_loses_nothing_and_repeats_keep_their_event_id(
     for record in written:
         same = ids.setdefault(record["event_id"], record)
         assert same == record  # a repeat is the same event, same id
-    expected_total = sum(
-        len(expected_records(sim, START + i * HOUR, START + (i + 1) * HOUR)) for i in range(71)
-    )
-    assert len(ids) == expected_total
-    assert len(written) - len(ids) <= 0  # the crash hit before the write: nothing repeated
+    # Every (window, user) of the truth with its counts and one event_id, nothing else:
+    # a count alone could hide a loss plus a duplicate.
+    truth = {
+        (iso_z(START + i * HOUR), identity[1]): counts
+        for i in range(71)
+        for identity, counts in expected_records(
+            sim, START + i * HOUR, START + (i + 1) * HOUR
+        ).items()
+    }
+    ids_by_key: dict[tuple, set] = {}
+    for record in written:
+        key = (record["window_start"], record["application_user_name"])
+        ids_by_key.setdefault(key, set()).add(record["event_id"])
+        assert {k: record[k] for k in COUNT_FIELDS} == truth.get(key), key
+    assert set(ids_by_key) == set(truth)
+    assert all(len(found) == 1 for found in ids_by_key.values())
+    assert len(written) == len(truth)  # the crash hit before the write: nothing repeated
 
 
 def test_a_crash_after_the_write_and_before_the_checkpoint_repeats_the_same_ids(harness):

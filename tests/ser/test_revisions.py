@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 from mailsec.core.timeutil import iso_z
 from ser.conftest import T0
-from ser.simulator import expected_records
+from ser.simulator import SUMMARY_PATH, SerSimulator, expected_records, parse_timestamp
 
 HOUR = 3600
 DAY = 86400
 COUNTS = ("success", "failure", "temp_failure", "in_progress", "total", "dsn_2xx", "dsn_4xx")
+ALL_COUNTS = (
+    "success", "failure", "temp_failure", "partial_success", "in_progress", "total",
+    "recipients_total", "message_size_total", "delivered_size_total",
+    "dsn_2xx", "dsn_3xx", "dsn_4xx", "dsn_5xx",
+)  # fmt: skip
 
 
 def latest(records: list[dict]) -> dict[tuple, dict]:
@@ -111,3 +118,106 @@ def test_old_windows_of_a_backfill_are_final_at_once_and_not_kept(harness):
     # bounded state: only windows younger than revisit_days
     assert all(int(k) >= T0 - 7 * DAY - 3600 for k in harness.state["revisits"])
     assert len(harness.state["revisits"]) <= 7 * 24
+
+
+# -- the request log as the oracle -------------------------------------------------------
+
+
+def window_polls(sim) -> dict[tuple[float, float], list[float]]:
+    """Each window's polls (simulator time of each answered request), in order."""
+    polls: dict[tuple[float, float], list[float]] = {}
+    for q in sim.log:
+        if q.path == SUMMARY_PATH and q.status == 200 and "startTimeStamp" in q.query:
+            window = (
+                parse_timestamp(q.query["startTimeStamp"]),
+                parse_timestamp(q.query["endTimeStamp"]),
+            )
+            polls.setdefault(window, []).append(q.at)
+    return polls
+
+
+def written_revisions(records: list[dict]) -> dict[str, list[tuple[int, dict, set]]]:
+    """Per window start, the revisions in the order written: (revision, records by
+    user, the `final` values seen)."""
+    found: dict[str, list[tuple[int, dict, set]]] = {}
+    for r in records:
+        revisions = found.setdefault(r["window_start"], [])
+        if not revisions or revisions[-1][0] != r["revision"]:
+            revisions.append((r["revision"], {}, set()))
+        _, users, finals = revisions[-1]
+        assert r["application_user_name"] not in users, f"user twice in one revision: {r}"
+        users[r["application_user_name"]] = {k: r[k] for k in ALL_COUNTS}
+        finals.add(r["final"])
+    return found
+
+
+def expected_revisions(sim, polls, last_age: int) -> dict[str, list[tuple[int, dict, set]]]:
+    """What the SPEC says must have been written, from the simulator's truth at the
+    time of each poll: a revision (the last one + 1) only when a count differs from
+    the last revision written, `final` only from the poll at `last_age` (the window's
+    last scheduled one)."""
+    expected: dict[str, list[tuple[int, dict, set]]] = {}
+    for (start, end), times in polls.items():
+        revisions: list[tuple[int, dict, set]] = []
+        revision, last_written = 0, None
+        for i, at in enumerate(times):
+            is_last_scheduled = at - end >= last_age
+            assert not is_last_scheduled or i == len(times) - 1, "polled after its last poll"
+            truth = {
+                identity[1]: counts
+                for identity, counts in expected_records(sim, start, end, at).items()
+            }
+            if truth != last_written:
+                revision += 1
+                last_written = truth
+                if truth:  # an empty window has no user to write
+                    revisions.append((revision, truth, {is_last_scheduled}))
+        if revisions:
+            expected[iso_z(start)] = revisions
+    return expected
+
+
+def walk(harness, clock, start: float, days: int, step_hours: int, **params) -> None:
+    harness.cycle(start_date=iso_z(start), **params)
+    for _ in range(days * 24 // step_hours):
+        clock.advance(step_hours * HOUR)
+        harness.cycle(start_date=iso_z(start), **params)
+
+
+def test_each_poll_writes_a_revision_exactly_when_the_truth_at_its_time_changed(
+    harness, sim, clock
+):
+    # 3-hour steps for 8 days: every window passes its 1h, 1d, 3d and 7d polls, and
+    # new windows keep arriving at every age of the schedule.
+    walk(harness, clock, T0 - 6 * HOUR, days=8, step_hours=3)
+    polls = window_polls(sim)
+    expected = expected_revisions(sim, polls, last_age=7 * DAY)
+    assert written_revisions(harness.summaries()) == expected
+
+    # The data exercised every branch: revisits that changed, revisits that did not,
+    # final events, and windows whose last poll changed nothing.
+    revisits = sum(len(times) - 1 for times in polls.values())
+    changed = sum(len(revisions) - 1 for revisions in expected.values())
+    assert changed > 5 and revisits - changed > 20
+    finals = [start for start, revisions in expected.items() if revisions[-1][2] == {True}]
+    last_polled = [start for (start, end), times in polls.items() if times[-1] - end >= 7 * DAY]
+    assert finals and len(finals) < len(last_polled)
+
+
+def test_revisits_of_windows_that_never_change_write_nothing(ca, clock, harness):
+    with SerSimulator(ca, clock=clock, pending_messages=False) as settled:
+        harness.sim = settled
+        harness.account = settled.account_fields()
+        walk(harness, clock, T0 - 6 * HOUR, days=4, step_hours=6, revisit_days=3)
+        polls = window_polls(settled)
+    records = harness.summaries()
+    assert records and {r["revision"] for r in records} == {1}
+    # each window written once, by its first poll, though polled again and again
+    per_window = Counter(r["window_start"] for r in records)
+    for start, end in polls:
+        assert per_window[iso_z(start)] == len(expected_records(settled, start, end))
+    assert sum(len(times) - 1 for times in polls.values()) > 30  # the revisits were made
+    # and some windows reached their last scheduled poll (3 days): it changed nothing,
+    # so nothing is final and revision 1 stands
+    assert any(times[-1] - end >= 3 * DAY for (_, end), times in polls.items())
+    assert not any(r["final"] for r in records)
