@@ -70,6 +70,16 @@ def test_input_form_declares_exactly_the_spec_parameters(built_app, input_type):
         ("audit_export", {"account": "g", "users": "alice", "daily_request_budget": "500"}, "daily_request_budget"),
         ("audit_export", {"account": "g", "users": "alice", "first_begin_date": "yesterday"}, "first_begin_date"),
         ("audit_export", {"account": "g", "users": "alice", "package_content": "EVERYTHING"}, "package_content"),
+        ("ser_report", {"account": "a", "settle_minutes": "-5"}, "settle_minutes"),
+        ("sense_listener", {"port": "8443", "tls": "0", "allow_unauthenticated": "1", "bind_address": "my-host"}, "bind_address"),
+        ("sense_listener", {"port": "8443", "tls": "0", "allow_unauthenticated": "1", "path": "sense"}, "path"),
+        ("sense_listener", {"port": "8443", "tls": "0", "allow_unauthenticated": "1", "api_key_name": "X Key"}, "api_key_name"),
+        ("sense_listener", {"port": "8443", "tls": "0", "allow_unauthenticated": "1", "max_body_bytes": "10"}, "max_body_bytes"),
+        ("sense_listener", {"port": "8443", "tls": "1", "allow_unauthenticated": "1", "tls_cert_file": __file__}, "tls_key_file"),
+        ("audit_export", {"account": "g", "users": "alice", "export_every": "10m"}, "export_every"),
+        ("audit_export", {"account": "g", "users": "alice", "body_max_bytes": "0"}, "body_max_bytes"),
+        ("audit_export", {"account": "g", "users": "not a user"}, "users"),
+        ("audit_export", {"account": "g", "users": "alice", "include_body": "perhaps"}, "include_body"),
     ],
 )  # fmt: skip
 def test_validation_refuses_bad_values_naming_the_field(

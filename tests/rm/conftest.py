@@ -15,7 +15,6 @@ import pytest
 from harness.certs import TestCA
 from mailsec.core.secrets import MemorySecretCache
 from mailsec.rm import action
-from mailsec.rm.pem_cache import TEMP_PREFIX
 from rm.simulator import RmSimulator, standard_setup
 
 P12_PASSWORD = "p12-Pa55word!"
@@ -57,7 +56,13 @@ def private_tmpdir(tmp_path, monkeypatch) -> Path:
 
 
 def leftover_cert_dirs(folder: Path) -> list:
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(TEMP_PREFIX))
+    """Everything the code under test left in its temporary folder, whatever its name
+    (the shared, content-addressed CA bundles aside: public certificates, reused)."""
+    return sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if not p.relative_to(folder).parts[0].startswith("ta_mailsec_ca_bundles")
+    )
 
 
 def account_fields(sim: RmSimulator, client_cert, ca: TestCA, **overrides) -> dict:
