@@ -87,7 +87,7 @@ def make_report(
     seed: int = 0,
 ) -> dict:
     """A report in canonical form with `bots` clients, most suspicious first."""
-    if not 0 <= bots <= MAX_BOTS:
+    if not 1 <= bots <= MAX_BOTS:  # Sense sends nothing when there is no activity
         raise ValueError(f"Sense sends 1 to {MAX_BOTS} IPs per report, not {bots}")
     rng = random.Random(seed)
     when = (report_time or datetime(2018, 10, 9, 17, 25, 12, tzinfo=timezone.utc)).replace(
