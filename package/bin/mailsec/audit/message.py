@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass, field
+from datetime import timezone
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 from typing import Any, Optional
@@ -72,7 +73,7 @@ def decode_header_value(raw: Any) -> str:
 def _decode_bytes(value: bytes, charset: Optional[str]) -> str:
     try:
         return value.decode(charset or "utf-8", "replace")
-    except LookupError:  # an unknown charset name
+    except (LookupError, ValueError):  # an unknown charset name, or one holding a NUL
         return value.decode("utf-8", "replace")
 
 
@@ -199,6 +200,7 @@ class ParsedMessage:
     attachments: list = field(default_factory=list)
     body: Optional[str] = None
     complete: bool = True  # False: the headers or a multipart never ended
+    parse_error: Optional[str] = None  # the parser failed: the class of its error
 
     def header(self, name: str) -> str:
         values = self.headers.get_all(name.lower())
@@ -216,7 +218,11 @@ class ParsedMessage:
             return None
         if moment is None or moment.tzinfo is None:
             return None
-        return moment
+        try:
+            # year 9999 with a negative offset is past datetime.max in UTC
+            return moment.astimezone(timezone.utc)
+        except (OverflowError, ValueError):
+            return None
 
     def fields(self) -> dict:
         """The SPEC's message fields (without request context, time and event_id)."""
@@ -238,6 +244,8 @@ class ParsedMessage:
             out["body"] = self.body
         if not self.complete:
             out["truncated"] = True
+        if self.parse_error:
+            out["parse_error"] = self.parse_error
         return out
 
 

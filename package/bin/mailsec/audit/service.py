@@ -18,6 +18,7 @@ and a replayed message or lifecycle event carries the same `event_id`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
@@ -465,7 +466,7 @@ class AuditExportService:
         completed = request.get("completed")
         export_time = parse_google(completed) if completed else self._now()
 
-        def make_event(ordinal: int, parsed: ParsedMessage) -> Event:
+        def message_event(ordinal: int, parsed: ParsedMessage) -> Event:
             fields = parsed.fields()
             when = parsed.date() or export_time
             data = {
@@ -478,6 +479,34 @@ class AuditExportService:
             data.update(fields)
             key = [request["id"], index, ordinal, fields["message_id"]]
             return build_event(MESSAGE_SOURCETYPE, when, data, key, index=self.config.index)
+
+        def make_event(ordinal: int, parsed: ParsedMessage) -> Event:
+            error_class = parsed.parse_error
+            if not error_class:
+                try:
+                    return message_event(ordinal, parsed)
+                except Exception as error:  # one message never stops the file
+                    error_class = type(error).__name__
+            entry["parse_errors"] = entry.get("parse_errors", 0) + 1
+            self.log.warning(
+                "audit_parse_error request_id=%s file=%d ordinal=%d error=%s",
+                request["id"],
+                index,
+                ordinal,
+                error_class,
+            )
+            data = {
+                "request_id": request["id"],
+                "user": request["user"],
+                "domain": self.domain,
+                "file_index": index,
+                "ordinal": ordinal,
+                "size": parsed.size,
+                "parse_error": error_class,
+            }
+            data.update(_readable_fields(parsed))
+            key = [request["id"], index, ordinal, data.get("message_id", "")]
+            return build_event(MESSAGE_SOURCETYPE, export_time, data, key, index=self.config.index)
 
         def write(events: list, durable: int) -> None:
             self.run_.sink.write(events)
@@ -514,6 +543,7 @@ class AuditExportService:
                 file_index=index,
                 messages=emitter.messages,
                 bytes=splitter.bytes,
+                parse_errors=entry.get("parse_errors", 0),
             )
         )
         if emitter.truncated is not None:
@@ -599,6 +629,21 @@ def _user_name(user: str, domain: str) -> str:
     if user_domain and user_domain.lower() != domain:
         raise ConfigError("users", f"{user!r} is not in the account's domain {domain}")
     return name
+
+
+def _readable_fields(parsed: ParsedMessage) -> dict:
+    """The header fields of a message that failed, each one that can still be read."""
+    out = {}
+    for name, header in (
+        ("message_id", "Message-ID"),
+        ("from", "From"),
+        ("to", "To"),
+        ("subject", "Subject"),
+        ("date", "Date"),
+    ):
+        with contextlib.suppress(Exception):  # this one is unreadable too: left out
+            out[name] = parsed.header(header)
+    return out
 
 
 def _safe(text: str) -> str:

@@ -1,0 +1,122 @@
+"""Defects found in review: one bad message, header or answer must never stop the input."""
+
+from __future__ import annotations
+
+import pytest
+
+from audit import corpus
+from audit.test_service import expected_messages
+
+# messages that once made the run raise, and every later run at the same place
+CRAFTED = {
+    "nul-charset-subject@x": b"Subject: =?utf-8\x00?Q?hi?=\n",
+    "nul-charset-body@x": b'Content-Type: text/plain; charset="utf-8\x00"\n',
+    "date-overflow@x": b"Date: Fri, 31 Dec 9999 23:59:59 -1200\n",
+    "nul-charset-filename@x": (
+        b"Content-Type: application/octet-stream\n"
+        b"Content-Disposition: attachment; filename*=utf-8\x00''a%41.txt\n"
+    ),
+}
+
+
+def _crafted_mbox(good: list, when) -> bytes:
+    stamp = when.strftime("%a %b %d %H:%M:%S %Y")
+    crafted = b"".join(
+        f"From x@example.com {stamp}\nMessage-ID: <{mid}>\n".encode()
+        + headers
+        + b"From: X <x@example.com>\n\nhello\n\n"
+        for mid, headers in CRAFTED.items()
+    )
+    good_mbox = corpus.mbox(good, when)
+    cut = good_mbox.index(b"\nFrom ", 1) + 1 if len(good) > 1 else len(good_mbox)
+    return good_mbox[:cut] + crafted + good_mbox[cut:]
+
+
+def test_malformed_messages_among_good_ones_are_all_indexed(harness, sim):
+    original = sim._complete
+
+    def complete_with_crafted(export):
+        original(export)
+        part = export.specs[0 :: sim.files_per_export]
+        plaintext = _crafted_mbox(part, export.completed)
+        sim.files[export.files[0]] = sim._encrypt(plaintext)
+
+    sim._complete = complete_with_crafted
+    h = harness(users="alice", include_body="true")
+    h.run_until_idle()
+
+    got = {m["message_id"]: m for m in h.messages()}
+    wanted = set(expected_messages(sim)) | {f"<{mid}>" for mid in CRAFTED}
+    assert set(got) == wanted
+    assert len(h.messages()) == len(wanted)
+    assert h.lifecycle("error") == []
+    assert len(h.lifecycle("deleted")) == 1  # the run went on to the end
+    completed = sim.exports["53156"].completed.strftime("%Y-%m-%dT%H:%M:00.000000Z")
+    assert got["<date-overflow@x>"]["time"] == completed  # the export time
+    assert got["<nul-charset-subject@x>"]["subject"]  # decoded with replacement
+    assert got["<nul-charset-body@x>"]["body"].startswith("hello")
+    decrypted = {e["file_index"]: e for e in h.lifecycle("decrypted")}
+    assert decrypted[0]["messages"] == len(CRAFTED) + len(sim.exports["53156"].specs[0::2])
+
+
+@pytest.mark.parametrize("where", ["parser", "event"])
+def test_a_message_that_cannot_be_read_gives_a_minimal_event(harness, sim, monkeypatch, where):
+    """Whatever fails on one message (the parser, or building its event), that
+    message is indexed with `parse_error` and the export time, and the rest go on."""
+    from mailsec.audit import message, pipeline
+
+    h = harness(users="alice")
+    h.run()  # created; the messages are made when the export completes
+    victim = {}
+
+    if where == "parser":
+        real = pipeline.parse_whole
+
+        def parse_whole(raw, *args):
+            if victim["id"].encode() in raw:
+                raise RuntimeError("boom")
+            return real(raw, *args)
+
+        monkeypatch.setattr(pipeline, "parse_whole", parse_whole)
+    else:
+        real_fields = message.ParsedMessage.fields
+
+        def fields(self):
+            if self.header("Message-ID") == f"<{victim['id']}>":
+                raise RuntimeError("boom")
+            return real_fields(self)
+
+        monkeypatch.setattr(message.ParsedMessage, "fields", fields)
+    original = sim._complete
+
+    def complete(export):
+        original(export)
+        victim["id"] = export.specs[2].message_id  # in file 0, with a From header
+
+    sim._complete = complete
+    h.clock.advance(minutes=15)
+    h.run_until_idle()
+
+    got = {m["message_id"]: m for m in h.messages()}
+    assert set(got) == set(expected_messages(sim))
+    bad = got[f"<{victim['id']}>"]
+    assert bad["parse_error"] == "RuntimeError"
+    assert bad["from"] and bad["size"] > 0
+    completed = sim.exports["53156"].completed.strftime("%Y-%m-%dT%H:%M:00.000000Z")
+    assert bad["time"] == completed
+    assert [m for m in h.messages() if "parse_error" in m] == [bad]
+    parse_errors = {e["file_index"]: e["parse_errors"] for e in h.lifecycle("decrypted")}
+    assert parse_errors == {0: 1, 1: 0}
+
+
+def test_nul_in_a_charset_and_a_date_past_year_9999_read_as_replaced_or_missing():
+    from mailsec.audit.wholemessage import parse_whole
+
+    for mid, headers in CRAFTED.items():
+        raw = f"Message-ID: <{mid}>\n".encode() + headers + b"\nhello\n"
+        parsed = parse_whole(raw, True, 100)
+        fields = parsed.fields()  # raised ValueError for a NUL in a charset
+        assert fields["message_id"] == f"<{mid}>" and "parse_error" not in fields
+        assert parsed.date() is None  # 9999-12-31 23:59 -1200 is past datetime.max in UTC
+    subject = parse_whole(b"Subject: =?utf-8\x00?Q?hi?=\n\n", False, 0).fields()["subject"]
+    assert subject == "hi"
