@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import time
+
 import pytest
 
 from audit import corpus
@@ -120,3 +123,46 @@ def test_nul_in_a_charset_and_a_date_past_year_9999_read_as_replaced_or_missing(
         assert parsed.date() is None  # 9999-12-31 23:59 -1200 is past datetime.max in UTC
     subject = parse_whole(b"Subject: =?utf-8\x00?Q?hi?=\n\n", False, 0).fields()["subject"]
     assert subject == "hi"
+
+
+def _fields_seconds(to_value: str) -> float:
+    from mailsec.audit.wholemessage import parse_whole
+
+    raw = b"From: a@example.com\nTo: " + to_value.encode() + b"\n\nbody\n"
+    started = time.perf_counter()
+    parse_whole(raw, False, 0).fields()
+    return time.perf_counter() - started
+
+
+SHAPES = {
+    "run_at_dots": lambda n: "a" * (n // 2) + "@" + "." * (n // 2),  # 64 KiB of it took 11 s
+    "many_runs_at_dots": lambda n: ",".join(["a" * 400 + "@" + "." * 400] * (n // 802)),
+    "distinct_addresses": lambda n: ",".join(f"u{i}@example.com" for i in range(n // 18)),
+    "open_angle": lambda n: "<" + "a" * (n // 2) + "@" + "b" * (n // 2),
+    "at_signs": lambda n: "a@" * (n // 2),
+}
+
+
+def _measure(connection) -> None:
+    size = (1 << 20) - 64  # the header block is kept up to 1 MiB
+    baseline = _fields_seconds("x" * size)  # the same size, no address at all
+    connection.send(
+        (baseline, {name: _fields_seconds(shape(size)[:size]) for name, shape in SHAPES.items()})
+    )
+
+
+def test_a_1_mib_address_header_parses_in_linear_time():
+    """Measured in a child process: a quadratic regex would take most of an hour
+    on one of these, and a regex cannot be interrupted in a thread."""
+    context = multiprocessing.get_context("fork")
+    ours, theirs = context.Pipe()
+    child = context.Process(target=_measure, args=(theirs,))
+    child.start()
+    try:
+        assert ours.poll(30), "1 MiB address headers did not parse within 30 s"
+        baseline, timings = ours.recv()
+    finally:
+        child.kill()
+        child.join()
+    for name, elapsed in timings.items():
+        assert elapsed < 2.0 and elapsed < 50 * max(baseline, 0.01), (name, elapsed, baseline)

@@ -249,8 +249,15 @@ class ParsedMessage:
         return out
 
 
-_ANGLE_ADDRESS = re.compile(r"<\s*([^<>\s@]+@[^<>\s]+?)\s*>")
-_BARE_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+[A-Za-z0-9]")
+# Linear whatever the header (up to HEADER_LIMIT): a bare address starts only where
+# a run of address characters starts (the look-behind), so a long run is not
+# rescanned from each of its characters, and every part is bounded (RFC 5321
+# allows 64 and 255; real VERP/SRS local parts run longer, hence 256).
+_ANGLE_ADDRESS = re.compile(r"<\s*([^<>\s@]{1,256}@[^<>\s]{1,255}?)\s*>")
+_LOCAL_CHARS = "A-Za-z0-9!#$%&'*+/=?^_`{|}~.-"
+_BARE_ADDRESS = re.compile(
+    rf"(?<![{_LOCAL_CHARS}])[{_LOCAL_CHARS}]{{1,256}}@[A-Za-z0-9.-]{{1,254}}[A-Za-z0-9]"
+)
 _QUOTED_OR_COMMENT = re.compile(r'"(?:[^"\\]|\\.)*"|\([^()]*\)')
 
 
@@ -258,7 +265,7 @@ def _addresses(*values: str) -> list:
     """The addr-specs of address headers, one per comma-separated item: the `<...>`
     one where given, else the bare one. Quoted display names and comments, which
     may hold an `@` or a comma, are dropped first."""
-    found = []
+    found: dict = {}  # ordered, with a constant-time membership test
     for value in values:
         if not value or "@" not in value:
             continue
@@ -267,9 +274,8 @@ def _addresses(*values: str) -> list:
             match = _ANGLE_ADDRESS.search(item) or _BARE_ADDRESS.search(item)
             if match:
                 address = match.group(1) if match.re is _ANGLE_ADDRESS else match.group(0)
-                if address not in found:
-                    found.append(address)
-    return found
+                found.setdefault(address, None)
+    return list(found)
 
 
 def _first_address(value: str) -> str:
