@@ -166,3 +166,37 @@ def test_a_1_mib_address_header_parses_in_linear_time():
         child.join()
     for name, elapsed in timings.items():
         assert elapsed < 2.0 and elapsed < 50 * max(baseline, 0.01), (name, elapsed, baseline)
+
+
+def _fail_creations(sim, how: str, times: int = 1) -> dict:
+    """The simulator creates the export, then answers `how` instead of 201."""
+    left = {"n": times}
+
+    class Flaky(sim.server.RequestHandlerClass):
+        def _send(self, status, body, ctype="application/atom+xml"):
+            if status == 201 and "/mail/export/" in self.path and left["n"] > 0:
+                left["n"] -= 1
+                if how == "drop":  # the connection closes with no answer at all
+                    self.close_connection = True
+                    return
+                status, body, ctype = int(how), b"<html>Bad Gateway</html>", "text/html"
+            super()._send(status, body, ctype)
+
+    sim.server.RequestHandlerClass = Flaky
+    return left
+
+
+@pytest.mark.parametrize("how", ["502", "drop"])
+def test_creation_answered_with_an_error_after_google_created_it_is_not_repeated(
+    harness, sim, how
+):
+    _fail_creations(sim, how)
+    h = harness(users="alice")
+    h.run()  # create: the export exists at Google, the answer was lost
+    assert sim.calls["create"] == 1
+    h.clock.advance(minutes=15)
+    h.run_until_idle()  # found in the list feed, recorded, processed
+    assert sim.calls["create"] == 1 and sim.calls["list"] == 1
+    assert [e["request_id"] for e in h.lifecycle("created")] == ["53156"]
+    assert len(h.messages()) == sim.messages_per_export
+    assert len(h.lifecycle("deleted")) == 1

@@ -25,6 +25,8 @@ import time
 from datetime import datetime, timedelta
 from typing import Any, Callable, Optional
 
+import requests
+
 from mailsec.audit.api import ApiError, AuditApi, ExportRequest, QuotaExceeded
 from mailsec.audit.auth import ServiceAccount, TokenProvider
 from mailsec.audit.budget import COLLECTION as BUDGET_COLLECTION
@@ -245,6 +247,18 @@ class AuditExportService:
                 self.config.search_query,
                 self.config.package_content,
             )
+        except requests.RequestException as error:
+            # sent, and maybe created: the `creating` record stays, and the next run
+            # looks for the export in the list feed before asking for the window again
+            self.log.error(
+                "export request for user=%s %s..%s: no answer (%s); the next run checks "
+                "whether Google created it",
+                user,
+                begin,
+                end,
+                type(error).__name__,
+            )
+            return False
         except QuotaExceeded as error:
             self.budget.mark_exhausted_by_google()
             self.state.pop("creating", None)
@@ -252,6 +266,17 @@ class AuditExportService:
             self._budget_exhausted(str(error))
             return False
         except ApiError as error:
+            if error.status is None or error.status >= 500:
+                # the outcome is unknown (a gateway error, an unreadable 201): as above
+                self.log.error(
+                    "export request for user=%s %s..%s: %s; the next run checks whether "
+                    "Google created it",
+                    user,
+                    begin,
+                    end,
+                    error,
+                )
+                return False
             self.state.pop("creating", None)
             self._save()
             window = {"id": None, "user": f"{user}@{self.domain}", "begin": begin, "end": end}
@@ -267,7 +292,7 @@ class AuditExportService:
                 )
             )
             self.log.error("export request for user=%s %s..%s failed: %s", user, begin, end, error)
-            return error.status is not None and error.status < 500
+            return True
         self._record_created(user, pending, created)
         self.state.pop("creating", None)
         self._save()
