@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 from audit import corpus
 from audit.test_service import expected_messages
+from mailsec.core.timeutil import parse_google
 
 # messages that once made the run raise, and every later run at the same place
 CRAFTED = {
@@ -187,9 +189,7 @@ def _fail_creations(sim, how: str, times: int = 1) -> dict:
 
 
 @pytest.mark.parametrize("how", ["502", "drop"])
-def test_creation_answered_with_an_error_after_google_created_it_is_not_repeated(
-    harness, sim, how
-):
+def test_creation_answered_with_an_error_after_google_created_it_is_not_repeated(harness, sim, how):
     _fail_creations(sim, how)
     h = harness(users="alice")
     h.run()  # create: the export exists at Google, the answer was lost
@@ -200,3 +200,47 @@ def test_creation_answered_with_an_error_after_google_created_it_is_not_repeated
     assert [e["request_id"] for e in h.lifecycle("created")] == ["53156"]
     assert len(h.messages()) == sim.messages_per_export
     assert len(h.lifecycle("deleted")) == 1
+
+
+def _refuse_creations(sim, status: int, times: int) -> dict:
+    left = {"n": times, "refused": 0}
+
+    class Refusing(sim.server.RequestHandlerClass):
+        def _create(self, domain, user, body):
+            if left["n"] > 0:  # refused before anything is created
+                left["n"] -= 1
+                left["refused"] += 1
+                return self._error(status, "Request conflicts with another request")
+            return super()._create(domain, user, body)
+
+    sim.server.RequestHandlerClass = Refusing
+    return left
+
+
+@pytest.mark.parametrize("status", [400, 403, 409])  # a 429 is retried by HttpClient
+def test_a_window_google_refused_is_requested_again_no_gap(harness, sim, clock, status):
+    _refuse_creations(sim, status, times=1)
+    begin = datetime.fromtimestamp(clock(), timezone.utc).replace(hour=0) - timedelta(days=1)
+    first = begin.strftime("%Y-%m-%dT%H:%M:%SZ")
+    h = harness(users="alice", export_every="12h", first_begin_date=first)
+    h.run()  # window 1 refused, windows 2 and 3 created
+    assert sim.calls["create"] == 2 and len(h.lifecycle("error")) == 1
+    h.run_until_idle()  # window 1 again
+    windows = sorted((e.begin, e.end) for e in sim.exports.values())
+    assert len(windows) == 3  # 00-12, 12-24 of yesterday, 00-12 today
+    assert parse_google(windows[0][0]) == begin
+    for (_, end), (next_begin, _) in zip(windows, windows[1:]):
+        assert end == next_begin  # no gap
+    assert len(h.messages()) == 3 * sim.messages_per_export
+
+
+def test_a_window_refused_again_and_again_is_given_up_after_the_retries(harness, sim):
+    from mailsec.audit.service import MAX_WINDOW_RETRIES
+
+    refusals = _refuse_creations(sim, 400, times=100)
+    h = harness(users="alice")
+    for _ in range(MAX_WINDOW_RETRIES + 3):
+        h.run()
+        h.clock.advance(minutes=15)
+    assert refusals["refused"] == MAX_WINDOW_RETRIES + 1
+    assert h.checkpoints.get("audit1")["users"]["alice"]["redo"] == []

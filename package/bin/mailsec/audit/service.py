@@ -278,6 +278,7 @@ class AuditExportService:
                 )
                 return False
             self.state.pop("creating", None)
+            self._retry_window_later(user, begin, end)  # the next windows go on: no gap
             self._save()
             window = {"id": None, "user": f"{user}@{self.domain}", "begin": begin, "end": end}
             self._emit(
@@ -297,6 +298,30 @@ class AuditExportService:
         self.state.pop("creating", None)
         self._save()
         return True
+
+    def _retry_window_later(self, user: str, begin: str, end: str) -> None:
+        """A window Google refused is requested again on the next runs (up to
+        MAX_WINDOW_RETRIES times), while the windows after it go on."""
+        ustate = self._user_state(user)
+        window = [begin, end]
+        if window in ustate["redo"]:
+            ustate["redo"].remove(window)
+        elif parse_google(end) > parse_google(ustate["next"]):
+            ustate["next"] = end  # from now on it is in `redo`, not a new window
+        retries = ustate.setdefault("retries", {})
+        label = f"{begin}|{end}"
+        if retries.get(label, 0) >= MAX_WINDOW_RETRIES:
+            self.log.error(
+                "window %s..%s of %s@%s refused %d times: given up",
+                begin,
+                end,
+                user,
+                self.domain,
+                MAX_WINDOW_RETRIES + 1,
+            )
+            return
+        retries[label] = retries.get(label, 0) + 1
+        ustate["redo"].append(window)
 
     def _record_created(self, user: str, window: dict, created: ExportRequest) -> None:
         ustate = self._user_state(user)
