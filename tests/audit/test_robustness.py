@@ -244,3 +244,60 @@ def test_a_window_refused_again_and_again_is_given_up_after_the_retries(harness,
         h.clock.advance(minutes=15)
     assert refusals["refused"] == MAX_WINDOW_RETRIES + 1
     assert h.checkpoints.get("audit1")["users"]["alice"]["redo"] == []
+
+
+class Killed(BaseException):
+    """The process dies (splunkd gone, SIGKILL) while events are being written."""
+
+
+def _die_once_writing(h, wanted) -> None:
+    """The sink dies, before writing, on the first batch holding an event `wanted` picks."""
+    real = h.sink.write
+    armed = {"on": True}
+
+    def write(events):
+        events = list(events)
+        if armed["on"] and any(wanted(e.data) for e in events):
+            armed["on"] = False
+            raise Killed
+        return real(events)
+
+    h.sink.write = write
+
+
+def _file0_errors(h) -> list:
+    return [e for e in h.lifecycle("error") if e.get("file_index") == 0]
+
+
+@pytest.mark.parametrize("case", ["decrypted", "truncated", "file_error", "create_error"])
+def test_a_lifecycle_event_lost_in_a_crash_is_written_after_the_restart(harness, sim, case):
+    """At-least-once: the checkpoint never records a step whose event was not written."""
+    h = harness(users="alice")
+    if case == "decrypted":
+        _die_once_writing(h, lambda e: e.get("action") == "decrypted")
+    elif case == "truncated":
+        sim.file_faults["alice"] = {0: "truncated_mbox"}
+        _die_once_writing(h, lambda e: "inside message" in e.get("error", ""))
+    elif case == "file_error":
+        sim.file_faults["alice"] = {0: "corrupt"}
+        _die_once_writing(h, lambda e: e.get("action") == "error")
+    else:
+        _refuse_creations(sim, 400, times=2)
+        _die_once_writing(h, lambda e: e.get("action") == "error")
+    with pytest.raises(Killed):
+        for _ in range(3):
+            h.run()
+            h.clock.advance(minutes=15)
+    h.run()  # the restart
+    state = h.checkpoints.get("audit1")
+    if case == "decrypted":
+        assert {e["file_index"] for e in h.lifecycle("decrypted")} == {0, 1}
+    elif case == "truncated":
+        assert [e for e in _file0_errors(h) if "inside message" in e["error"]]
+    elif case == "file_error":
+        # every attempt the checkpoint counts has its error event
+        attempts = state["requests"]["53156"]["files"]["0"]["attempts"]
+        assert len(_file0_errors(h)) == attempts == 1
+    else:
+        refusals = state["users"]["alice"]["retries"]
+        assert len(h.lifecycle("error")) == sum(refusals.values()) == 1

@@ -277,9 +277,6 @@ class AuditExportService:
                     error,
                 )
                 return False
-            self.state.pop("creating", None)
-            self._retry_window_later(user, begin, end)  # the next windows go on: no gap
-            self._save()
             window = {"id": None, "user": f"{user}@{self.domain}", "begin": begin, "end": end}
             self._emit(
                 self._lifecycle(
@@ -292,6 +289,10 @@ class AuditExportService:
                     error=str(error),
                 )
             )
+            # saved only once its event is written (at-least-once)
+            self.state.pop("creating", None)
+            self._retry_window_later(user, begin, end)  # the next windows go on: no gap
+            self._save()
             self.log.error("export request for user=%s %s..%s failed: %s", user, begin, end, error)
             return True
         self._record_created(user, pending, created)
@@ -561,6 +562,8 @@ class AuditExportService:
         def write(events: list, durable: int) -> None:
             self.run_.sink.write(events)
             entry["written"] = durable
+            if emitter.truncated is not None:  # a resumed run skips that message
+                entry["truncated"] = emitter.truncated
             self._save()
             self.log.info(
                 "audit_progress request_id=%s file=%d messages=%d", request["id"], index, durable
@@ -581,10 +584,6 @@ class AuditExportService:
                 request, index, entry, f"decrypt: {error}", permanent=False, counted=True
             )
             return
-        entry["done"] = True
-        entry["messages"] = emitter.messages
-        entry["plaintext_bytes"] = splitter.bytes
-        self._save()
         self._emit(
             self._lifecycle(
                 "decrypted",
@@ -596,7 +595,8 @@ class AuditExportService:
                 parse_errors=entry.get("parse_errors", 0),
             )
         )
-        if emitter.truncated is not None:
+        truncated = entry.get("truncated") if emitter.truncated is None else emitter.truncated
+        if truncated is not None:
             self._emit(
                 self._lifecycle(
                     "error",
@@ -604,10 +604,15 @@ class AuditExportService:
                     ("truncated", index),
                     file_index=index,
                     messages=emitter.messages,
-                    error=f"the mbox of file {index} ends inside message {emitter.truncated}: "
+                    error=f"the mbox of file {index} ends inside message {truncated}: "
                     "it was indexed with truncated=true",
                 )
             )
+        # the file is done only once the events reporting it are written (at-least-once)
+        entry["done"] = True
+        entry["messages"] = emitter.messages
+        entry["plaintext_bytes"] = splitter.bytes
+        self._save()
 
     def _file_error(
         self,
@@ -625,7 +630,6 @@ class AuditExportService:
         if permanent:
             entry["failed"] = True
             error += f" (given up after {entry.get('attempts', 0)} attempts; the export is kept)"
-        self._save()
         self._emit(
             self._lifecycle(
                 "error",
@@ -636,6 +640,7 @@ class AuditExportService:
                 error=error,
             )
         )
+        self._save()  # after the event: a crash in between repeats the attempt
         self.log.error("request_id=%s file=%d: %s", request["id"], index, error)
 
     def _gnupg(self) -> GnupgSession:
