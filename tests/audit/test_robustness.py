@@ -7,6 +7,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import requests
 
 from audit import corpus
 from audit.test_service import expected_messages
@@ -301,3 +302,66 @@ def test_a_lifecycle_event_lost_in_a_crash_is_written_after_the_restart(harness,
     else:
         refusals = state["users"]["alice"]["retries"]
         assert len(h.lifecycle("error")) == sum(refusals.values()) == 1
+
+
+def _break_downloads(monkeypatch, times: int) -> None:
+    """The connection breaks in the middle of a file: requests raises
+    ChunkedEncodingError (urllib3's ProtocolError, "Connection broken")."""
+    from mailsec.audit import download as download_module
+
+    real = download_module.iter_body
+    left = {"n": times}
+
+    def iter_body(response, chunk_size=1 << 20):
+        for number, chunk in enumerate(real(response, 4096)):
+            if number == 2 and left["n"] > 0:
+                left["n"] -= 1
+                raise requests.exceptions.ChunkedEncodingError("Connection broken: reset")
+            yield chunk
+
+    monkeypatch.setattr(download_module, "iter_body", iter_body)
+
+
+def _more_files_than_urls(sim, user: str) -> None:
+    """numberOfFiles one larger than the fileUrlN properties given."""
+    real = sim._entry
+
+    def entry(export, tag="entry"):
+        text = real(export, tag)
+        if export.user == user and export.status == "COMPLETED":
+            count = len(export.files)
+            text = text.replace(
+                f"name='numberOfFiles' value=\"{count}\"",
+                f"name='numberOfFiles' value=\"{count + 1}\"",
+            )
+        return text
+
+    sim._entry = entry
+
+
+@pytest.mark.parametrize("fault", ["broken", "empty_url"])
+def test_a_download_failure_is_a_file_error_and_the_other_requests_go_on(
+    harness, sim, monkeypatch, fault
+):
+    if fault == "broken":
+        _break_downloads(monkeypatch, times=1)
+    else:
+        _more_files_than_urls(sim, "alice")
+    h = harness(users="alice,bob")
+    h.run()
+    h.clock.advance(minutes=15)
+    h.run()  # both completed: alice's first (or missing) file fails, the rest go through
+    errors = h.lifecycle("error")
+    assert len(errors) == 1 and errors[0]["user"] == "alice@example.com"
+    assert errors[0]["file_index"] == (0 if fault == "broken" else 2)
+    bob = {e["file_index"] for e in h.lifecycle("decrypted") if e["user"] == "bob@example.com"}
+    assert bob == {0, 1}
+    if fault == "broken":
+        assert "download" in errors[0]["error"]
+        h.run_until_idle()  # retried on the next run
+        assert len(h.messages()) == 2 * sim.messages_per_export
+        assert len(h.lifecycle("deleted")) == 2
+    else:
+        assert "no URL" in errors[0]["error"]
+        assert len(h.messages()) == 2 * sim.messages_per_export
+    assert h.leftovers() == []

@@ -497,7 +497,10 @@ class AuditExportService:
         try:
             size = download(self.http, url, path, self.api.auth_headers(url), self.run_.stop)
         except DownloadError as error:
-            self._file_error(request, index, entry, f"download: {error}", permanent=False)
+            # a missing URL is Google's data, not the network: counted, then given up
+            self._file_error(
+                request, index, entry, f"download: {error}", permanent=False, counted=not url
+            )
             return
         try:
             entry["bytes"] = size
