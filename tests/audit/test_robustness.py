@@ -365,3 +365,46 @@ def test_a_download_failure_is_a_file_error_and_the_other_requests_go_on(
         assert "no URL" in errors[0]["error"]
         assert len(h.messages()) == 2 * sim.messages_per_export
     assert h.leftovers() == []
+
+
+@pytest.mark.parametrize("problem", ["wrong_passphrase", "other_key"])
+def test_a_key_that_cannot_decrypt_is_not_counted_against_the_files(
+    harness, sim, other_pgp_keys, problem
+):
+    """A wrong passphrase or another key is the configuration's fault: the files
+    are not given up, and once the account is fixed they are all indexed."""
+    from mailsec.audit.service import MAX_FILE_ATTEMPTS
+
+    h = harness(users="alice")
+    good = dict(h.account)
+    if problem == "wrong_passphrase":
+        h.account["pgp_passphrase"] = "not the passphrase"
+    else:
+        h.account["pgp_private_key"] = other_pgp_keys[1]
+        h.account["pgp_passphrase"] = "x"
+    for _ in range(MAX_FILE_ATTEMPTS + 1):
+        h.run()
+        h.clock.advance(minutes=15)
+    files = h.checkpoints.get("audit1")["requests"]["53156"]["files"]
+    assert all(not f.get("failed") and f.get("attempts", 0) == 0 for f in files.values())
+    errors = h.lifecycle("error")
+    assert errors and all("pgp_" in e["error"] for e in errors), errors[0]["error"]
+    h.account.update(good)
+    h.run_until_idle()
+    assert len(h.messages()) == sim.messages_per_export
+    assert len(h.lifecycle("deleted")) == 1
+
+
+def test_a_private_key_gpg_cannot_import_is_a_configuration_error(harness, sim, pgp_keys):
+    from mailsec.core.params import ConfigError
+
+    h = harness(users="alice")
+    h.account["pgp_private_key"] = pgp_keys[0]  # the public key pasted by mistake
+    h.run()
+    h.clock.advance(minutes=15)
+    with pytest.raises(ConfigError, match="pgp_private_key"):
+        h.run()
+    h.account["pgp_private_key"] = pgp_keys[1]
+    h.run_until_idle()
+    assert len(h.messages()) == sim.messages_per_export
+    assert h.lifecycle("error") == []

@@ -32,7 +32,7 @@ from mailsec.audit.auth import ServiceAccount, TokenProvider
 from mailsec.audit.budget import COLLECTION as BUDGET_COLLECTION
 from mailsec.audit.budget import DailyBudget
 from mailsec.audit.config import AuditInputConfig, GoogleAccount
-from mailsec.audit.decrypt import DecryptError, GnupgSession
+from mailsec.audit.decrypt import DecryptError, GnupgSession, KeyUnusable
 from mailsec.audit.download import DownloadError, Stopped, download, work_root
 from mailsec.audit.message import ParsedMessage
 from mailsec.audit.pipeline import Emitter, NotAnMbox, run_pipeline
@@ -582,6 +582,10 @@ class AuditExportService:
         )
         try:
             splitter = run_pipeline(self._gnupg().decrypt_chunks(path), emitter)
+        except KeyUnusable as error:
+            # the account's key or passphrase is wrong: not the file's fault, not counted
+            self._file_error(request, index, entry, f"decrypt: {error}", permanent=False)
+            return
         except (DecryptError, NotAnMbox) as error:
             self._file_error(
                 request, index, entry, f"decrypt: {error}", permanent=False, counted=True
