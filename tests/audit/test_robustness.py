@@ -10,7 +10,9 @@ import pytest
 import requests
 
 from audit import corpus
+from audit.simulator import BILLION_LAUGHS
 from audit.test_service import expected_messages
+from mailsec.audit.api import HostileXml
 from mailsec.core.timeutil import parse_google
 
 # messages that once made the run raise, and every later run at the same place
@@ -182,18 +184,25 @@ def _fail_creations(sim, how: str, times: int = 1) -> dict:
                 if how == "drop":  # the connection closes with no answer at all
                     self.close_connection = True
                     return
-                status, body, ctype = int(how), b"<html>Bad Gateway</html>", "text/html"
+                if how == "hostile":
+                    body = BILLION_LAUGHS
+                else:
+                    status, body, ctype = int(how), b"<html>Bad Gateway</html>", "text/html"
             super()._send(status, body, ctype)
 
     sim.server.RequestHandlerClass = Flaky
     return left
 
 
-@pytest.mark.parametrize("how", ["502", "drop"])
+@pytest.mark.parametrize("how", ["502", "drop", "hostile"])
 def test_creation_answered_with_an_error_after_google_created_it_is_not_repeated(harness, sim, how):
     _fail_creations(sim, how)
     h = harness(users="alice")
-    h.run()  # create: the export exists at Google, the answer was lost
+    if how == "hostile":  # refused, and the run stops, as for any hostile answer
+        with pytest.raises(HostileXml):
+            h.run()
+    else:
+        h.run()  # create: the export exists at Google, the answer was lost
     assert sim.calls["create"] == 1
     h.clock.advance(minutes=15)
     h.run_until_idle()  # found in the list feed, recorded, processed

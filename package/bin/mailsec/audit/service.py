@@ -27,7 +27,7 @@ from typing import Any, Callable, Optional
 
 import requests
 
-from mailsec.audit.api import ApiError, AuditApi, ExportRequest, QuotaExceeded
+from mailsec.audit.api import ApiError, AuditApi, ExportRequest, HostileXml, QuotaExceeded
 from mailsec.audit.auth import ServiceAccount, TokenProvider
 from mailsec.audit.budget import COLLECTION as BUDGET_COLLECTION
 from mailsec.audit.budget import DailyBudget
@@ -266,6 +266,8 @@ class AuditExportService:
             self._budget_exhausted(str(error))
             return False
         except ApiError as error:
+            if isinstance(error, HostileXml):
+                raise  # the run stops, as for any hostile answer; the record stays
             if error.status is None or error.status >= 500:
                 # the outcome is unknown (a gateway error, an unreadable 201): as above
                 self.log.error(
