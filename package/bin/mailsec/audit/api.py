@@ -22,7 +22,7 @@ import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
 from mailsec.audit.auth import TokenProvider
-from mailsec.core.http import HttpClient
+from mailsec.core.http import NO_REPEAT_AFTER_SEND, HttpClient, RetryPolicy
 from mailsec.core.timeutil import format_google, parse_google
 
 ATOM = "http://www.w3.org/2005/Atom"
@@ -136,12 +136,18 @@ class AuditApi:
             return {}
         return {"Authorization": f"Bearer {self.tokens.token()}"}
 
-    def _call(self, method: str, url: str, body: Optional[bytes] = None):
+    def _call(
+        self,
+        method: str,
+        url: str,
+        body: Optional[bytes] = None,
+        policy: Optional[RetryPolicy] = None,
+    ):
         for attempt in (1, 2):
             headers = self.auth_headers()
             if body is not None:
                 headers["Content-Type"] = CONTENT_TYPE
-            response = self.http.request(method, url, data=body, headers=headers)
+            response = self.http.request(method, url, data=body, headers=headers, policy=policy)
             if response.status_code == 401 and attempt == 1:
                 self.tokens.invalidate()  # expired or revoked: one fresh token
                 response.close()
@@ -149,8 +155,15 @@ class AuditApi:
             return response
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _document(self, method: str, url: str, body: Optional[bytes] = None, ok=(200, 201)):
-        response = self._call(method, url, body)
+    def _document(
+        self,
+        method: str,
+        url: str,
+        body: Optional[bytes] = None,
+        ok=(200, 201),
+        policy: Optional[RetryPolicy] = None,
+    ):
+        response = self._call(method, url, body, policy)
         content = response.content
         if response.status_code not in ok:
             reason = _error_reason(content)
@@ -189,7 +202,15 @@ class AuditApi:
         if search_query:
             properties["searchQuery"] = search_query
         properties["packageContent"] = package_content
-        root = self._document("POST", self._export_url(user), property_entry(properties), ok=(201,))
+        # never sent twice: an answer lost after Google created the export would make a
+        # second, orphaned export off the budget; the caller settles the doubt instead
+        root = self._document(
+            "POST",
+            self._export_url(user),
+            property_entry(properties),
+            ok=(201,),
+            policy=NO_REPEAT_AFTER_SEND,
+        )
         request = to_request(root)
         if not request.request_id:
             raise ApiError("the export was created but the answer carries no requestId")

@@ -28,6 +28,8 @@ from typing import Optional
 
 import gnupg
 
+from mailsec.core.params import ConfigError
+
 CHUNK = 256 * 1024
 QUEUE_CHUNKS = 8  # at most ~2 MiB of plaintext in flight
 _END = object()
@@ -38,6 +40,29 @@ SOCKET_DIR_MAX = 107 - len("/gnupg_12345678/S.gpg-agent.browser")
 
 class DecryptError(Exception):
     """gpg could not decrypt a file (corrupt, truncated, wrong key or passphrase)."""
+
+
+class KeyUnusable(DecryptError):
+    """gpg found no usable secret key for the file: a wrong passphrase, or the file
+    is encrypted to another key. The configuration's fault, not the file's."""
+
+
+# libgpg-error codes (low 16 bits of `ERROR pkdecrypt_failed <code>`) that mean the
+# secret key could not be used: BAD_PASSPHRASE, NO_SECKEY, CANCELED, NO_PASSPHRASE
+_KEY_ERROR_CODES = frozenset({11, 17, 99, 177})
+
+
+def _key_unusable(result) -> bool:
+    for line in (getattr(result, "stderr", "") or "").splitlines():
+        words = line.split()
+        if words[:1] != ["[GNUPG:]"] or len(words) < 2:
+            continue
+        if words[1] in ("NO_SECKEY", "BAD_PASSPHRASE", "MISSING_PASSPHRASE"):
+            return True
+        code = words[3] if words[1:3] == ["ERROR", "pkdecrypt_failed"] and len(words) > 3 else ""
+        if code.isdigit() and int(code) & 0xFFFF in _KEY_ERROR_CODES:
+            return True
+    return False
 
 
 def _status_summary(result) -> str:
@@ -79,9 +104,10 @@ class GnupgSession:
             self.gpg.buffer_size = CHUNK
             imported = self.gpg.import_keys(private_key)
             if not getattr(imported, "sec_imported", 0):
-                raise DecryptError(
-                    "pgp_private_key: gpg did not import a secret key from it; paste the "
-                    "ASCII-armored private key (gpg --armor --export-secret-keys)"
+                raise ConfigError(
+                    "pgp_private_key",
+                    "gpg did not import a secret key from it; paste the "
+                    "ASCII-armored private key (gpg --armor --export-secret-keys)",
                 )
         except BaseException:
             self.close()
@@ -138,6 +164,11 @@ class GnupgSession:
             raise DecryptError(f"gpg could not be run: {type(error).__name__}: {error}")
         result = outcome.get("result")
         if result is None or not result.ok or result.returncode not in (0, None):
+            if result is not None and _key_unusable(result):
+                raise KeyUnusable(
+                    f"{_status_summary(result)}; check the account's pgp_private_key and "
+                    "pgp_passphrase (the key whose public part was uploaded to Google)"
+                )
             raise DecryptError(_status_summary(result))
 
     def close(self) -> None:

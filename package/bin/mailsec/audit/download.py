@@ -13,6 +13,8 @@ import tempfile
 import threading
 from typing import Optional
 
+import requests
+
 from mailsec.core.files import private_dir
 from mailsec.core.http import HttpClient, IncompleteBody, iter_body
 
@@ -56,8 +58,19 @@ def download(
     headers: Optional[dict] = None,
     stop: Optional[threading.Event] = None,
 ) -> int:
-    """Stream `url` into a new private file `destination`; return its size."""
-    response = http.get(url, headers=headers or {}, stream=True)
+    """Stream `url` into a new private file `destination`; return its size.
+
+    Every failure of the transfer is a DownloadError (the file is tried again on
+    the next run), never an exception that would stop the run."""
+    if not url:
+        raise DownloadError("Google listed no URL for this file (numberOfFiles is larger)")
+    try:
+        response = http.get(url, headers=headers or {}, stream=True)
+    except requests.RequestException as error:
+        # the class only: the message repeats the URL, which may carry a token
+        raise DownloadError(
+            f"the file server could not be reached ({type(error).__name__})"
+        ) from None
     with response:
         if response.status_code != 200:
             raise DownloadError(f"the file server answered HTTP {response.status_code}")
@@ -73,6 +86,11 @@ def download(
         except IncompleteBody as error:
             os.unlink(destination)
             raise DownloadError(str(error)) from None
+        except requests.RequestException as error:
+            os.unlink(destination)
+            raise DownloadError(
+                f"the transfer broke after {size} bytes ({type(error).__name__})"
+            ) from None
         except BaseException:
             os.unlink(destination)
             raise

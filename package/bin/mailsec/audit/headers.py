@@ -85,5 +85,5 @@ def mime_params(value: str) -> dict:
 def _percent_decode(text: str, charset: str) -> str:
     try:
         return unquote(text, encoding=charset, errors="replace")
-    except LookupError:
+    except (LookupError, ValueError):  # an unknown charset name, or one holding a NUL
         return unquote(text, encoding="utf-8", errors="replace")

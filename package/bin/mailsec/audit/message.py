@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass, field
+from datetime import timezone
 from email.header import decode_header, make_header
 from email.utils import parsedate_to_datetime
 from typing import Any, Optional
@@ -72,7 +73,7 @@ def decode_header_value(raw: Any) -> str:
 def _decode_bytes(value: bytes, charset: Optional[str]) -> str:
     try:
         return value.decode(charset or "utf-8", "replace")
-    except LookupError:  # an unknown charset name
+    except (LookupError, ValueError):  # an unknown charset name, or one holding a NUL
         return value.decode("utf-8", "replace")
 
 
@@ -199,6 +200,7 @@ class ParsedMessage:
     attachments: list = field(default_factory=list)
     body: Optional[str] = None
     complete: bool = True  # False: the headers or a multipart never ended
+    parse_error: Optional[str] = None  # the parser failed: the class of its error
 
     def header(self, name: str) -> str:
         values = self.headers.get_all(name.lower())
@@ -216,7 +218,11 @@ class ParsedMessage:
             return None
         if moment is None or moment.tzinfo is None:
             return None
-        return moment
+        try:
+            # year 9999 with a negative offset is past datetime.max in UTC
+            return moment.astimezone(timezone.utc)
+        except (OverflowError, ValueError):
+            return None
 
     def fields(self) -> dict:
         """The SPEC's message fields (without request context, time and event_id)."""
@@ -238,11 +244,20 @@ class ParsedMessage:
             out["body"] = self.body
         if not self.complete:
             out["truncated"] = True
+        if self.parse_error:
+            out["parse_error"] = self.parse_error
         return out
 
 
-_ANGLE_ADDRESS = re.compile(r"<\s*([^<>\s@]+@[^<>\s]+?)\s*>")
-_BARE_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9.-]+[A-Za-z0-9]")
+# Linear whatever the header (up to HEADER_LIMIT): a bare address starts only where
+# a run of address characters starts (the look-behind), so a long run is not
+# rescanned from each of its characters, and every part is bounded (RFC 5321
+# allows 64 and 255; real VERP/SRS local parts run longer, hence 256).
+_ANGLE_ADDRESS = re.compile(r"<\s*([^<>\s@]{1,256}@[^<>\s]{1,255}?)\s*>")
+_LOCAL_CHARS = "A-Za-z0-9!#$%&'*+/=?^_`{|}~.-"
+_BARE_ADDRESS = re.compile(
+    rf"(?<![{_LOCAL_CHARS}])[{_LOCAL_CHARS}]{{1,256}}@[A-Za-z0-9.-]{{1,254}}[A-Za-z0-9]"
+)
 _QUOTED_OR_COMMENT = re.compile(r'"(?:[^"\\]|\\.)*"|\([^()]*\)')
 
 
@@ -250,7 +265,7 @@ def _addresses(*values: str) -> list:
     """The addr-specs of address headers, one per comma-separated item: the `<...>`
     one where given, else the bare one. Quoted display names and comments, which
     may hold an `@` or a comma, are dropped first."""
-    found = []
+    found: dict = {}  # ordered, with a constant-time membership test
     for value in values:
         if not value or "@" not in value:
             continue
@@ -259,9 +274,8 @@ def _addresses(*values: str) -> list:
             match = _ANGLE_ADDRESS.search(item) or _BARE_ADDRESS.search(item)
             if match:
                 address = match.group(1) if match.re is _ANGLE_ADDRESS else match.group(0)
-                if address not in found:
-                    found.append(address)
-    return found
+                found.setdefault(address, None)
+    return list(found)
 
 
 def _first_address(value: str) -> str:

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterable
 from typing import Callable, Optional
 
+from mailsec.audit.headers import Headers
 from mailsec.audit.mbox import MboxSplitter
 from mailsec.audit.message import MessageParser, ParsedMessage
 from mailsec.audit.wholemessage import parse_whole
@@ -86,7 +87,12 @@ class Emitter:
         if not self._wanted:
             self.messages = self._ordinal + 1
             return
-        parsed = self._parse()
+        first = self._pieces[0] if self._pieces else b""
+        try:
+            parsed = self._parse()
+        except Exception as error:  # one unreadable message never stops the file
+            self._parser, self._pieces = None, []
+            parsed = _unparsed(first, self._held, error)
         if last and not parsed.complete:
             self.truncated = self._ordinal
         event = self._make_event(self._ordinal, parsed)
@@ -111,6 +117,15 @@ class Emitter:
             batch, self._batch, self._batch_bytes = self._batch, [], 0
             self._write(batch, self.messages)
             self.written = self.messages
+
+
+def _unparsed(first: bytes, size: int, error: Exception) -> ParsedMessage:
+    """What can be read of a message the parser failed on: its first header lines."""
+    try:
+        headers = Headers.parse(first[: first.find(b"\n\n") if b"\n\n" in first else 65536])
+    except Exception:
+        headers = Headers([])
+    return ParsedMessage(headers, size, complete=False, parse_error=type(error).__name__)
 
 
 class NotAnMbox(ValueError):

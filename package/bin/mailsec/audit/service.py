@@ -18,18 +18,21 @@ and a replayed message or lifecycle event carries the same `event_id`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
 from datetime import datetime, timedelta
 from typing import Any, Callable, Optional
 
-from mailsec.audit.api import ApiError, AuditApi, ExportRequest, QuotaExceeded
+import requests
+
+from mailsec.audit.api import ApiError, AuditApi, ExportRequest, HostileXml, QuotaExceeded
 from mailsec.audit.auth import ServiceAccount, TokenProvider
 from mailsec.audit.budget import COLLECTION as BUDGET_COLLECTION
 from mailsec.audit.budget import DailyBudget
 from mailsec.audit.config import AuditInputConfig, GoogleAccount
-from mailsec.audit.decrypt import DecryptError, GnupgSession
+from mailsec.audit.decrypt import DecryptError, GnupgSession, KeyUnusable
 from mailsec.audit.download import DownloadError, Stopped, download, work_root
 from mailsec.audit.message import ParsedMessage
 from mailsec.audit.pipeline import Emitter, NotAnMbox, run_pipeline
@@ -244,6 +247,18 @@ class AuditExportService:
                 self.config.search_query,
                 self.config.package_content,
             )
+        except requests.RequestException as error:
+            # sent, and maybe created: the `creating` record stays, and the next run
+            # looks for the export in the list feed before asking for the window again
+            self.log.error(
+                "export request for user=%s %s..%s: no answer (%s); the next run checks "
+                "whether Google created it",
+                user,
+                begin,
+                end,
+                type(error).__name__,
+            )
+            return False
         except QuotaExceeded as error:
             self.budget.mark_exhausted_by_google()
             self.state.pop("creating", None)
@@ -251,8 +266,19 @@ class AuditExportService:
             self._budget_exhausted(str(error))
             return False
         except ApiError as error:
-            self.state.pop("creating", None)
-            self._save()
+            if isinstance(error, HostileXml):
+                raise  # the run stops, as for any hostile answer; the record stays
+            if error.status is None or error.status >= 500:
+                # the outcome is unknown (a gateway error, an unreadable 201): as above
+                self.log.error(
+                    "export request for user=%s %s..%s: %s; the next run checks whether "
+                    "Google created it",
+                    user,
+                    begin,
+                    end,
+                    error,
+                )
+                return False
             window = {"id": None, "user": f"{user}@{self.domain}", "begin": begin, "end": end}
             self._emit(
                 self._lifecycle(
@@ -265,12 +291,40 @@ class AuditExportService:
                     error=str(error),
                 )
             )
+            # saved only once its event is written (at-least-once)
+            self.state.pop("creating", None)
+            self._retry_window_later(user, begin, end)  # the next windows go on: no gap
+            self._save()
             self.log.error("export request for user=%s %s..%s failed: %s", user, begin, end, error)
-            return error.status is not None and error.status < 500
+            return True
         self._record_created(user, pending, created)
         self.state.pop("creating", None)
         self._save()
         return True
+
+    def _retry_window_later(self, user: str, begin: str, end: str) -> None:
+        """A window Google refused is requested again on the next runs (up to
+        MAX_WINDOW_RETRIES times), while the windows after it go on."""
+        ustate = self._user_state(user)
+        window = [begin, end]
+        if window in ustate["redo"]:
+            ustate["redo"].remove(window)
+        elif parse_google(end) > parse_google(ustate["next"]):
+            ustate["next"] = end  # from now on it is in `redo`, not a new window
+        retries = ustate.setdefault("retries", {})
+        label = f"{begin}|{end}"
+        if retries.get(label, 0) >= MAX_WINDOW_RETRIES:
+            self.log.error(
+                "window %s..%s of %s@%s refused %d times: given up",
+                begin,
+                end,
+                user,
+                self.domain,
+                MAX_WINDOW_RETRIES + 1,
+            )
+            return
+        retries[label] = retries.get(label, 0) + 1
+        ustate["redo"].append(window)
 
     def _record_created(self, user: str, window: dict, created: ExportRequest) -> None:
         ustate = self._user_state(user)
@@ -445,7 +499,10 @@ class AuditExportService:
         try:
             size = download(self.http, url, path, self.api.auth_headers(url), self.run_.stop)
         except DownloadError as error:
-            self._file_error(request, index, entry, f"download: {error}", permanent=False)
+            # a missing URL is Google's data, not the network: counted, then given up
+            self._file_error(
+                request, index, entry, f"download: {error}", permanent=False, counted=not url
+            )
             return
         try:
             entry["bytes"] = size
@@ -465,7 +522,7 @@ class AuditExportService:
         completed = request.get("completed")
         export_time = parse_google(completed) if completed else self._now()
 
-        def make_event(ordinal: int, parsed: ParsedMessage) -> Event:
+        def message_event(ordinal: int, parsed: ParsedMessage) -> Event:
             fields = parsed.fields()
             when = parsed.date() or export_time
             data = {
@@ -479,9 +536,39 @@ class AuditExportService:
             key = [request["id"], index, ordinal, fields["message_id"]]
             return build_event(MESSAGE_SOURCETYPE, when, data, key, index=self.config.index)
 
+        def make_event(ordinal: int, parsed: ParsedMessage) -> Event:
+            error_class = parsed.parse_error
+            if not error_class:
+                try:
+                    return message_event(ordinal, parsed)
+                except Exception as error:  # one message never stops the file
+                    error_class = type(error).__name__
+            entry["parse_errors"] = entry.get("parse_errors", 0) + 1
+            self.log.warning(
+                "audit_parse_error request_id=%s file=%d ordinal=%d error=%s",
+                request["id"],
+                index,
+                ordinal,
+                error_class,
+            )
+            data = {
+                "request_id": request["id"],
+                "user": request["user"],
+                "domain": self.domain,
+                "file_index": index,
+                "ordinal": ordinal,
+                "size": parsed.size,
+                "parse_error": error_class,
+            }
+            data.update(_readable_fields(parsed))
+            key = [request["id"], index, ordinal, data.get("message_id", "")]
+            return build_event(MESSAGE_SOURCETYPE, export_time, data, key, index=self.config.index)
+
         def write(events: list, durable: int) -> None:
             self.run_.sink.write(events)
             entry["written"] = durable
+            if emitter.truncated is not None:  # a resumed run skips that message
+                entry["truncated"] = emitter.truncated
             self._save()
             self.log.info(
                 "audit_progress request_id=%s file=%d messages=%d", request["id"], index, durable
@@ -497,15 +584,15 @@ class AuditExportService:
         )
         try:
             splitter = run_pipeline(self._gnupg().decrypt_chunks(path), emitter)
+        except KeyUnusable as error:
+            # the account's key or passphrase is wrong: not the file's fault, not counted
+            self._file_error(request, index, entry, f"decrypt: {error}", permanent=False)
+            return
         except (DecryptError, NotAnMbox) as error:
             self._file_error(
                 request, index, entry, f"decrypt: {error}", permanent=False, counted=True
             )
             return
-        entry["done"] = True
-        entry["messages"] = emitter.messages
-        entry["plaintext_bytes"] = splitter.bytes
-        self._save()
         self._emit(
             self._lifecycle(
                 "decrypted",
@@ -514,9 +601,11 @@ class AuditExportService:
                 file_index=index,
                 messages=emitter.messages,
                 bytes=splitter.bytes,
+                parse_errors=entry.get("parse_errors", 0),
             )
         )
-        if emitter.truncated is not None:
+        truncated = entry.get("truncated") if emitter.truncated is None else emitter.truncated
+        if truncated is not None:
             self._emit(
                 self._lifecycle(
                     "error",
@@ -524,10 +613,15 @@ class AuditExportService:
                     ("truncated", index),
                     file_index=index,
                     messages=emitter.messages,
-                    error=f"the mbox of file {index} ends inside message {emitter.truncated}: "
+                    error=f"the mbox of file {index} ends inside message {truncated}: "
                     "it was indexed with truncated=true",
                 )
             )
+        # the file is done only once the events reporting it are written (at-least-once)
+        entry["done"] = True
+        entry["messages"] = emitter.messages
+        entry["plaintext_bytes"] = splitter.bytes
+        self._save()
 
     def _file_error(
         self,
@@ -545,7 +639,6 @@ class AuditExportService:
         if permanent:
             entry["failed"] = True
             error += f" (given up after {entry.get('attempts', 0)} attempts; the export is kept)"
-        self._save()
         self._emit(
             self._lifecycle(
                 "error",
@@ -556,6 +649,7 @@ class AuditExportService:
                 error=error,
             )
         )
+        self._save()  # after the event: a crash in between repeats the attempt
         self.log.error("request_id=%s file=%d: %s", request["id"], index, error)
 
     def _gnupg(self) -> GnupgSession:
@@ -599,6 +693,21 @@ def _user_name(user: str, domain: str) -> str:
     if user_domain and user_domain.lower() != domain:
         raise ConfigError("users", f"{user!r} is not in the account's domain {domain}")
     return name
+
+
+def _readable_fields(parsed: ParsedMessage) -> dict:
+    """The header fields of a message that failed, each one that can still be read."""
+    out = {}
+    for name, header in (
+        ("message_id", "Message-ID"),
+        ("from", "From"),
+        ("to", "To"),
+        ("subject", "Subject"),
+        ("date", "Date"),
+    ):
+        with contextlib.suppress(Exception):  # this one is unreadable too: left out
+            out[name] = parsed.header(header)
+    return out
 
 
 def _safe(text: str) -> str:
