@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -237,8 +238,9 @@ def ca_bundle_file(pem: str, directory: Optional[str] = None) -> str:
     os.makedirs(folder, mode=0o700, exist_ok=True)
     path = os.path.join(folder, hashlib.sha256(pem.encode("utf-8")).hexdigest() + ".pem")
     if not os.path.exists(path):
-        # written under another name and renamed: a concurrent run never reads half a file
-        partial = f"{path}.{os.getpid()}.partial"
+        # written under another name and renamed: a concurrent run never reads half a
+        # file; the name is per thread, as two inputs of one process may both write it
+        partial = f"{path}.{os.getpid()}.{threading.get_ident()}.partial"
         with open(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as handle:
             handle.write(pem)
         os.replace(partial, path)
