@@ -164,7 +164,9 @@ class AuditSimulator:
         self.calls: Counter = Counter()
         self.log: list = []
         # switches
-        self.hostile: Optional[str] = None  # "billion_laughs" | "external_entity"
+        # hostile answers, per endpoint ("publickey", "create", "status", "list",
+        # "delete") or per (endpoint, user): "billion_laughs" | "external_entity"
+        self.hostile: dict = {}
         self.error_users: set = set()  # exports of these users end in ERROR
         self.file_faults: dict = defaultdict(dict)  # user -> {file index: fault}
         self.download_cut: set = set()  # tokens served cut short once
@@ -217,6 +219,27 @@ class AuditSimulator:
         if passphrase:
             fields["pgp_passphrase"] = passphrase
         return fields
+
+    def serve_hostile(self, kind: Optional[str], *endpoints: str, user: Optional[str] = None):
+        """Answer `endpoints` (all users', or one user's) with a hostile document
+        instead of the Atom entry; `kind=None` turns them back to normal. The
+        request itself is still carried out, as when something between Google and
+        the input rewrites the answer."""
+        for endpoint in endpoints:
+            key = endpoint if user is None else (endpoint, user)
+            if kind is None:
+                self.hostile.pop(key, None)
+            else:
+                self.hostile[key] = kind
+
+    def specs_for(self, user: str, begin: str, end: str) -> list:
+        """The message specs an export of `user` for [begin, end) will hold
+        (dates as `YYYY-MM-DD HH:MM`): known before the export is even requested."""
+        start = datetime.strptime(begin, "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+        address = f"{user}@{self.domain}"
+        return corpus.build(
+            address, start, self.messages_per_export, seed=f"{address}|{begin}|{end}"
+        )
 
     def expected_specs(self) -> dict:
         """request_id -> message specs, for every export that completed."""
@@ -294,11 +317,7 @@ class AuditSimulator:
         if export.outcome == "ERROR" or export.user in self.error_users:
             export.status = "ERROR"
             return
-        begin = datetime.strptime(export.begin, "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
-        address = f"{export.user}@{self.domain}"
-        specs = corpus.build(
-            address, begin, self.messages_per_export, seed=f"{address}|{export.begin}|{export.end}"
-        )
+        specs = self.specs_for(export.user, export.begin, export.end)
         export.specs = specs
         faults = self.file_faults.get(export.user, {})
         for index in range(self.files_per_export):
@@ -398,9 +417,18 @@ class AuditSimulator:
             def log_message(self, *args) -> None:
                 pass
 
-            def _send(self, status: int, body: bytes, ctype: str = "application/atom+xml") -> None:
-                if sim.hostile and ctype == "application/atom+xml":
-                    body = BILLION_LAUGHS if sim.hostile == "billion_laughs" else EXTERNAL_ENTITY
+            def _send(
+                self,
+                status: int,
+                body: bytes,
+                endpoint: str,
+                user: Optional[str] = None,
+            ) -> None:
+                ctype = "application/atom+xml"
+                kind = sim.hostile.get((endpoint, user)) or sim.hostile.get(endpoint)
+                if kind:
+                    sim.calls[f"hostile_{endpoint}"] += 1
+                    body = BILLION_LAUGHS if kind == "billion_laughs" else EXTERNAL_ENTITY
                 self.send_response(status)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(body)))
@@ -534,7 +562,7 @@ class AuditSimulator:
                     f"<link rel='edit' type='application/atom+xml' href='{url}'/>\n"
                     f"<apps:property name='publicKey' value={quoteattr(props['publicKey'])}/>\n</entry>"
                 )
-                return self._send(201, entry.encode())
+                return self._send(201, entry.encode(), "publickey")
 
             def _create(self, domain: str, user: str, body: bytes) -> None:
                 if domain != sim.domain:
@@ -583,7 +611,7 @@ class AuditSimulator:
                     sim._next_id += 1
                     sim.exports[export.request_id] = export
                     sim.calls["create"] += 1
-                    return self._send(201, sim._entry(export).encode())
+                    return self._send(201, sim._entry(export).encode(), "create", user)
 
             def _status(self, domain: str, user: str, request_id: str) -> None:
                 with sim._lock:
@@ -596,7 +624,7 @@ class AuditSimulator:
                         if export.polls_left <= 0:
                             sim._complete(export)
                     sim._current(export)
-                    return self._send(200, sim._entry(export).encode())
+                    return self._send(200, sim._entry(export).encode(), "status", user)
 
             def _list(self, domain: str, query: dict) -> None:
                 if domain != sim.domain:
@@ -619,7 +647,7 @@ class AuditSimulator:
                     if start - 1 + PAGE_SIZE < len(chosen):
                         next_url = f"{base}?{query_from}start-index={start + PAGE_SIZE}"
                     self_url = f"{base}?{query_from}start-index={start}"
-                    return self._send(200, sim._feed(page, next_url, self_url).encode())
+                    return self._send(200, sim._feed(page, next_url, self_url).encode(), "list")
 
             def _delete(self, domain: str, user: str, request_id: str) -> None:
                 with sim._lock:
@@ -633,7 +661,7 @@ class AuditSimulator:
                     else:
                         export.status = "DELETED"
                         sim._drop_files(export)
-                    return self._send(200, sim._entry(export).encode())
+                    return self._send(200, sim._entry(export).encode(), "delete", user)
 
             def _file(self, token: str) -> None:
                 with sim._lock:

@@ -161,6 +161,35 @@ def test_ca_bundle_file_is_content_addressed_and_reused(test_ca, tmp_path):
     )
 
 
+def test_ca_bundle_file_written_by_threads_at_once(test_ca, tmp_path):
+    """Two inputs in one process may write the same new bundle at the same moment."""
+    import os
+    import threading
+
+    from mailsec.core.http import ca_bundle_file
+
+    pem = test_ca.cert_pem.decode()
+    failures = []
+    for round_ in range(40):
+        folder = tmp_path / str(round_)
+        start = threading.Barrier(4)
+
+        def write(folder=folder, start=start):
+            start.wait(timeout=10)
+            try:
+                assert Path(ca_bundle_file(pem, str(folder))).read_text() == pem
+            except Exception as error:  # pragma: no cover - reported below
+                failures.append(error)
+
+        threads = [threading.Thread(target=write) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(os.listdir(folder)) == 1  # no partial file left
+    assert failures == []
+
+
 def test_uses_the_configured_proxy_with_credentials(scripted_server, test_ca):
     with ConnectProxy(required_credentials="proxyuser:p@ss word") as proxy:
         http = client(

@@ -80,6 +80,7 @@ class AuditExportService:
         self.users = tuple(_user_name(user, self.domain) for user in self.config.users)
         self.state: dict = {}
         self._gpg: Optional[GnupgSession] = None
+        self.refused_xml = 0  # answers refused in this run, counted in the log
 
     # -- the run ------------------------------------------------------------
     def run(self) -> None:
@@ -111,9 +112,10 @@ class AuditExportService:
                 owner=self.run_.name,
                 clock=self.clock,
             )
-            self._ensure_public_key()
-            self._settle_creation_in_flight()
-            self._create_due_exports()
+            key_uploaded = self._ensure_public_key()
+            settled = self._settle_creation_in_flight()
+            if key_uploaded and settled:
+                self._create_due_exports()
             self._poll_open_requests()
         except Stopped:
             self.log.info("stop requested: progress is saved, the next run continues")
@@ -172,15 +174,53 @@ class AuditExportService:
     def _emit(self, *events: Event) -> None:
         self.run_.sink.write(list(events))
 
+    def _refused(
+        self,
+        endpoint: str,
+        error: HostileXml,
+        request: Optional[dict] = None,
+        **context: Any,
+    ) -> None:
+        """An answer holding a DTD or entity declaration: logged with where it came
+        from, one `error` event, and nothing of it used. The message is ours, never
+        the answer's text, so no entity or its expansion reaches a log or an event."""
+        self.refused_xml += 1
+        where = {"endpoint": endpoint, **context}
+        if request is not None:
+            where.setdefault("request_id", request["id"])
+            where.setdefault("user", request["user"])
+        self._emit(
+            self._lifecycle(
+                "error",
+                request,
+                ("xml_refused", endpoint, sorted(where.items()), self.clock()),
+                error=f"{endpoint}: {error}",
+                **where,
+            )
+        )
+        self.log.error(
+            "audit_xml_refused %s refused_this_run=%d: %s",
+            " ".join(f"{key}={value}" for key, value in where.items()),
+            self.refused_xml,
+            error,
+        )
+
     # -- 1. the public key --------------------------------------------------
-    def _ensure_public_key(self) -> None:
+    def _ensure_public_key(self) -> bool:
+        """True when the account's key is known to be uploaded: only then may
+        exports be requested (they would be encrypted to another key, or refused)."""
         fingerprint = hashlib.sha256(self.account.pgp_public_key.strip().encode()).hexdigest()
         if self.state.get("public_key") == fingerprint:
-            return
-        self.api.upload_public_key(self.account.pgp_public_key.strip())
+            return True
+        try:
+            self.api.upload_public_key(self.account.pgp_public_key.strip())
+        except HostileXml as error:
+            self._refused("publickey", error)
+            return False
         self.log.info("uploaded the account's PGP public key for domain=%s", self.domain)
         self.state["public_key"] = fingerprint
         self._save()
+        return True
 
     # -- 2/3. creating exports ----------------------------------------------
     def _user_state(self, user: str) -> dict:
@@ -190,27 +230,40 @@ class AuditExportService:
             users[user] = {"next": format_google(first), "redo": []}
         return users[user]
 
-    def _settle_creation_in_flight(self) -> None:
+    def _settle_creation_in_flight(self) -> bool:
+        """False when a request in flight could not be settled: then no export may
+        be requested in this run (the same window could be requested twice)."""
         pending = self.state.get("creating")
         if not pending:
-            return
+            return True
         found = None
         since = datetime.fromtimestamp(pending["at"], UTC) - timedelta(days=1)
         address = f"{pending['user']}@{self.domain}".lower()
-        for request in self.api.list_exports(since):
-            properties = request.properties
-            if (
-                properties.get("userEmailAddress", "").lower() == address
-                and properties.get("beginDate") == pending["begin"]
-                and properties.get("endDate") == pending["end"]
-                and request.request_id not in self.state["requests"]
-            ):
-                found = request
+        try:
+            for request in self.api.list_exports(since):
+                properties = request.properties
+                if (
+                    properties.get("userEmailAddress", "").lower() == address
+                    and properties.get("beginDate") == pending["begin"]
+                    and properties.get("endDate") == pending["end"]
+                    and request.request_id not in self.state["requests"]
+                ):
+                    found = request
+        except HostileXml as error:
+            self._refused(
+                "list",
+                error,
+                user=f"{pending['user']}@{self.domain}",
+                begin_date=pending["begin"],
+                end_date=pending["end"],
+            )
+            return False
         if found is not None:
             self.log.info("found export request_id=%s sent by an interrupted run", found.request_id)
             self._record_created(pending["user"], pending, found)
         self.state.pop("creating", None)
         self._save()
+        return True
 
     def _due_windows(self, user: str) -> list:
         ustate = self._user_state(user)
@@ -265,9 +318,19 @@ class AuditExportService:
             self._save()
             self._budget_exhausted(str(error))
             return False
+        except HostileXml as error:
+            # Google may have made the export: "creating" stays in the checkpoint so
+            # the next run looks for it in the list feed before asking again, and no
+            # other window is requested in this run (one request in flight at a time)
+            self._refused(
+                "create",
+                error,
+                user=f"{user}@{self.domain}",
+                begin_date=begin,
+                end_date=end,
+            )
+            return False
         except ApiError as error:
-            if isinstance(error, HostileXml):
-                raise  # the run stops, as for any hostile answer; the record stays
             if error.status is None or error.status >= 500:
                 # the outcome is unknown (a gateway error, an unreadable 201): as above
                 self.log.error(
@@ -388,6 +451,9 @@ class AuditExportService:
                 continue
             try:
                 current = self.api.status(request["name"], request_id)
+            except HostileXml as error:
+                self._refused("status", error, request)
+                continue
             except ApiError as error:
                 self.log.error("status of request_id=%s failed: %s", request_id, error)
                 continue
@@ -666,6 +732,9 @@ class AuditExportService:
         while True:
             try:
                 status = self.api.delete(request["name"], request["id"])
+            except HostileXml as error:
+                self._refused("delete", error, request)
+                return  # still "deleting": the next run asks again
             except ApiError as error:
                 self.log.error("delete of request_id=%s failed: %s", request["id"], error)
                 return
