@@ -588,16 +588,20 @@ class AuditExportService:
         completed = request.get("completed")
         export_time = parse_google(completed) if completed else self._now()
 
-        def message_event(ordinal: int, parsed: ParsedMessage) -> Event:
-            fields = parsed.fields()
-            when = parsed.date() or export_time
-            data = {
+        def where(ordinal: int) -> dict:
+            """The fields that place a message: its export, file and position."""
+            return {
                 "request_id": request["id"],
                 "user": request["user"],
                 "domain": self.domain,
                 "file_index": index,
                 "ordinal": ordinal,
             }
+
+        def message_event(ordinal: int, parsed: ParsedMessage) -> Event:
+            fields = parsed.fields()
+            when = parsed.date() or export_time
+            data = where(ordinal)
             data.update(fields)
             key = [request["id"], index, ordinal, fields["message_id"]]
             return build_event(MESSAGE_SOURCETYPE, when, data, key, index=self.config.index)
@@ -617,15 +621,8 @@ class AuditExportService:
                 ordinal,
                 error_class,
             )
-            data = {
-                "request_id": request["id"],
-                "user": request["user"],
-                "domain": self.domain,
-                "file_index": index,
-                "ordinal": ordinal,
-                "size": parsed.size,
-                "parse_error": error_class,
-            }
+            data = where(ordinal)
+            data.update(size=parsed.size, parse_error=error_class)
             data.update(_readable_fields(parsed))
             key = [request["id"], index, ordinal, data.get("message_id", "")]
             return build_event(MESSAGE_SOURCETYPE, export_time, data, key, index=self.config.index)
