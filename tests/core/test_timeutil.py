@@ -54,6 +54,6 @@ def test_durations_and_alignment():
     for bad in ("0h", "1y", "h", ""):
         with pytest.raises(ValueError):
             t.parse_duration(bad)
-    moment = datetime(2024, 3, 5, 7, 48, 9, tzinfo=UTC)
-    assert t.align_down(moment, timedelta(minutes=15)) == datetime(2024, 3, 5, 7, 45, tzinfo=UTC)
-    assert t.align_down(moment, timedelta(days=1)) == datetime(2024, 3, 5, tzinfo=UTC)
+    moment = datetime(2024, 3, 5, 7, 48, 9, 500000, tzinfo=UTC).timestamp()
+    assert t.align_down(moment, 900) == datetime(2024, 3, 5, 7, 45, tzinfo=UTC).timestamp()
+    assert t.align_down(moment, 86400) == datetime(2024, 3, 5, tzinfo=UTC).timestamp()

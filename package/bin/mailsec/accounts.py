@@ -15,8 +15,6 @@ from mailsec.core.params import ConfigError
 from mailsec.rm.config import RmAccount
 from mailsec.ser.config import SerAccount
 
-MASKED = "******"
-
 _PARSERS: dict[str, Callable[[Mapping[str, Optional[str]]], object]] = {
     "ser_account": SerAccount.from_fields,
     "google_account": GoogleAccount.from_fields,

@@ -14,14 +14,7 @@ from solnlib import conf_manager
 from solnlib.credentials import CredentialManager, CredentialNotExistException
 
 from mailsec.adapters import settings as names
-from mailsec.adapters.settings import (  # noqa: F401  (part of this module's interface)
-    LOG_LEVELS,
-    SETTINGS_CONF,
-    conf_for_tab,
-    conf_realm,
-    input_realm,
-    log_level_from_settings,
-)
+from mailsec.adapters.settings import SETTINGS_CONF, conf_for_tab, conf_realm, input_realm
 from mailsec.adapters.splunkd import Splunkd
 from mailsec.core.http import ProxyConfig
 from mailsec.core.params import ConfigError

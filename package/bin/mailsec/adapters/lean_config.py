@@ -24,14 +24,13 @@ from typing import Optional
 
 from mailsec import APP_NAME
 from mailsec.adapters.settings import (
-    MASKED,
     REALM_PREFIX,
     SETTINGS_CONF,
     conf_for_tab,
     conf_realm,
 )
 from mailsec.core.lean_http import Connection, form_encode, quote, split_uri
-from mailsec.core.params import ConfigError
+from mailsec.core.params import MASKED, ConfigError
 
 CRED_SEP = "``splunk_cred_sep``"
 CRED_END_MARK = (

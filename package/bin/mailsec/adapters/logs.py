@@ -31,9 +31,3 @@ def input_logger(input_type: str, input_name: str, level: str = "INFO") -> loggi
     logger = log.Logs().get_logger(logger_name(input_type, input_name))
     logger.setLevel(level)
     return logger
-
-
-def named_logger(name: str, level: str = "INFO") -> logging.Logger:
-    logger = log.Logs().get_logger(name)
-    logger.setLevel(level)
-    return logger

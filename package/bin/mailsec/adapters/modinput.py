@@ -19,6 +19,7 @@ from solnlib import log
 from splunklib import modularinput as smi
 
 from mailsec.adapters import config
+from mailsec.adapters import settings as names
 from mailsec.adapters.kvstore import KVStoreCheckpointStore, checkpoint_collection
 from mailsec.adapters.logs import input_logger
 from mailsec.adapters.secret_cache import StoragePasswordsCache
@@ -179,7 +180,7 @@ def run_inputs(
     stop = threading.Event()
     install_stop_triggers(stop)
     settings = config.load_settings(splunkd)
-    level = config.log_level_from_settings(settings)
+    level = names.log_level_from_settings(settings)
     for stanza, params in inputs.inputs.items():
         name = stanza.split("://", 1)[-1]
         logger = input_logger(input_type, name, level)

@@ -7,10 +7,10 @@ from typing import Optional
 
 from solnlib.credentials import CredentialManager, CredentialNotExistException
 
-from mailsec import APP_NAME
+from mailsec.adapters.settings import addon_realm
 from mailsec.adapters.splunkd import Splunkd
 
-TOKEN_CACHE_REALM = f"__REST_CREDENTIAL__#{APP_NAME}#token_cache"
+TOKEN_CACHE_REALM = addon_realm("token_cache")
 
 
 class StoragePasswordsCache:

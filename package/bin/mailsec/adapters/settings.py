@@ -15,7 +15,6 @@ from mailsec.core.params import ConfigError
 
 SETTINGS_CONF = "ta_mailsec_settings"
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-MASKED = "******"  # what a .conf holds for each encrypted field
 TRUE_FLAGS = ("1", "true")
 
 

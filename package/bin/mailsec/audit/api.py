@@ -275,7 +275,3 @@ def _error_reason(content: bytes) -> str:
 def _mentions_quota(reason: str) -> bool:
     lowered = reason.lower()
     return any(word in lowered for word in ("limit", "quota", "exceeded"))
-
-
-def parse_entry_status(status: str) -> str:
-    return status if status in STATUSES else status or "UNKNOWN"

@@ -104,7 +104,6 @@ class TokenProvider:
         self._clock = clock
         self._token: Optional[str] = None
         self._expires = 0.0
-        self.fetched = 0
 
     def token(self) -> str:
         now = self._clock()
@@ -143,4 +142,3 @@ class TokenProvider:
             )
         self._token = str(body["access_token"])
         self._expires = now + float(body.get("expires_in", TOKEN_LIFETIME))
-        self.fetched += 1

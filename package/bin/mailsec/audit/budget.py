@@ -79,15 +79,6 @@ class DailyBudget:
             self._hint[day] = slot + 1  # someone else's after all: try the next
         return None
 
-    def used(self) -> int:
-        """Slots of today claimed by any input of the domain (for logs and the dashboard)."""
-        day = self.day()
-        return sum(
-            1
-            for slot in range(DOMAIN_DAILY_LIMIT)
-            if self._store.get(self._key(day, f"{slot:03d}"))
-        )
-
     def mark_exhausted_by_google(self) -> None:
         """Google refused a request for quota: no input of the domain tries again today."""
         self._store.insert(

@@ -10,24 +10,8 @@ from typing import Optional
 
 from mailsec.core import params as p
 
-PARAMETERS = (
-    "account",
-    "users",
-    "search_query",
-    "include_deleted",
-    "package_content",
-    "export_every",
-    "first_begin_date",
-    "interval",
-    "delete_after_download",
-    "daily_request_budget",
-    "include_body",
-    "body_max_bytes",
-    "index",
-)
 PACKAGE_CONTENTS = ("FULL_MESSAGE", "HEADER_ONLY")
 DOMAIN_DAILY_LIMIT = 100
-MASKED = "******"  # an unchanged secret on the edit form
 # the local part of an address, or a whole address in the account's domain
 _USER = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+(@[A-Za-z0-9.-]+)?$")
 
@@ -120,14 +104,14 @@ class GoogleAccount:
         unchanged on edit and were checked when saved)."""
         from mailsec.audit.auth import ServiceAccount
 
-        if self.service_account_json != MASKED:
+        if self.service_account_json != p.MASKED:
             ServiceAccount.from_json(self.service_account_json)
         for name, marker in (
             ("pgp_public_key", "-----BEGIN PGP PUBLIC KEY BLOCK-----"),
             ("pgp_private_key", "-----BEGIN PGP PRIVATE KEY BLOCK-----"),
         ):
             value = getattr(self, name)
-            if value != MASKED and marker not in value:
+            if value != p.MASKED and marker not in value:
                 raise p.ConfigError(
                     name, f"must be ASCII-armored ({marker}); export it with gpg --armor"
                 )

@@ -290,7 +290,6 @@ class MessageParser:
         self._body_limit = body_max_bytes if include_body else 0
         self._headers = bytearray()
         self._top: Optional[Headers] = None
-        self._skipping_headers = False
         self._pending = b""  # an incomplete line (multipart scanning only)
         self._held = b""  # a line break that may precede a boundary line
         self._boundaries: list[bytes] = []
@@ -317,7 +316,6 @@ class MessageParser:
             if len(self._headers) > HEADER_LIMIT + 4:
                 # keep the first HEADER_LIMIT bytes and the tail we must search
                 del self._headers[HEADER_LIMIT:-4]
-                self._skipping_headers = True
             return b""
         rest = bytes(self._headers[end + gap :])
         block = bytes(self._headers[: min(end, HEADER_LIMIT)])

@@ -52,7 +52,6 @@ MAX_WINDOW_RETRIES = 3  # an export answered ERROR is requested again this many 
 DELETE_BACKOFF = 2.0  # seconds, doubled after every MARKED_DELETE
 DELETE_BACKOFF_MAX = 3600.0
 DELETE_WAIT_PER_RUN = 120.0  # beyond this, the next run carries on
-OPEN_STATUSES = ("PENDING", "COMPLETED")
 
 
 def run(run: InputRun) -> None:

@@ -24,7 +24,6 @@ class MemoryCheckpointStore:
 
     def __init__(self) -> None:
         self.data: dict[str, Any] = {}
-        self.saves = 0
 
     def get(self, key: str) -> Optional[Any]:
         return copy.deepcopy(self.data.get(key))
@@ -32,7 +31,6 @@ class MemoryCheckpointStore:
     def save(self, key: str, state: Any) -> None:
         json.dumps(state)  # a real store holds JSON: refuse what it could not hold
         self.data[key] = copy.deepcopy(state)
-        self.saves += 1
 
     def delete(self, key: str) -> None:
         self.data.pop(key, None)

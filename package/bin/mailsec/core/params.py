@@ -12,6 +12,9 @@ from typing import Optional
 
 from mailsec.core.timeutil import parse_duration, parse_iso8601
 
+# What UCC shows, and sends back from an edit form, for a secret that is not changed;
+# also what a .conf file holds for each encrypted field.
+MASKED = "******"
 TRUE_VALUES = {"1", "true", "yes", "y", "t", "on"}
 FALSE_VALUES = {"0", "false", "no", "n", "f", "off"}
 

@@ -110,8 +110,8 @@ def parse_duration(text: str) -> timedelta:
     return timedelta(seconds=int(match[1]) * _DURATION_UNITS[match[2]])
 
 
-def align_down(value: Instant, step: timedelta) -> datetime:
-    """The start of the step-sized slot holding value, slots counted from the epoch."""
-    seconds = int(step.total_seconds())
-    epoch = int(as_utc(value).timestamp())
-    return datetime.fromtimestamp(epoch - epoch % seconds, UTC)
+def align_down(epoch: float, step_seconds: int) -> int:
+    """The start (epoch seconds) of the step-sized slot holding `epoch`, slots counted
+    from the epoch: a 1d step is a UTC day."""
+    seconds = int(epoch // 1)
+    return seconds - seconds % step_seconds

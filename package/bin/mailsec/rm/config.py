@@ -7,19 +7,6 @@ from typing import Optional
 
 from mailsec.core import params as p
 
-MASKED = "******"  # what the edit form sends back for an unchanged secret
-
-PARAMETERS = (
-    "account",
-    "to",
-    "subject",
-    "text",
-    "html",
-    "important",
-    "include_results",
-    "max_rows",
-    "result_index",
-)
 INCLUDE_RESULTS = ("none", "table")
 
 
@@ -116,7 +103,7 @@ class RmAccount(_Fields):
         An unchanged secret comes back from the edit form as `******`; it was
         checked when it was saved, and the other value cannot be checked without it.
         """
-        if MASKED in (self.client_certificate, self.certificate_password):
+        if p.MASKED in (self.client_certificate, self.certificate_password):
             return
         from mailsec.rm.pkcs12 import CertificateError, open_pkcs12
 

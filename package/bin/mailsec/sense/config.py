@@ -11,23 +11,8 @@ from typing import Optional
 
 from mailsec.core import params as p
 
-PARAMETERS = (
-    "port",
-    "bind_address",
-    "path",
-    "tls",
-    "tls_cert_file",
-    "tls_key_file",
-    "api_key_name",
-    "api_key_value",
-    "allow_unauthenticated",
-    "allowed_sources",
-    "max_body_bytes",
-    "index",
-)
 # RFC 9110 token characters: what a header name may hold
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-MASKED = "******"
 # The SPEC's default: Sense posts from Google's addresses; allowed_sources narrows it.
 ANY_ADDRESS = "0.0.0.0"  # noqa: S104
 

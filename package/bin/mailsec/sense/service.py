@@ -14,9 +14,9 @@ import ssl
 import time
 from typing import Callable, Optional
 
-from mailsec.core.params import ConfigError
+from mailsec.core.params import MASKED, ConfigError
 from mailsec.core.runtime import InputRun
-from mailsec.sense.config import MASKED, SenseListenerConfig
+from mailsec.sense.config import SenseListenerConfig
 from mailsec.sense.dedupe import COLLECTION, MessageLedger
 from mailsec.sense.receiver import SenseReceiver
 from mailsec.sense.server import Limits, ListenerServer, tls_context

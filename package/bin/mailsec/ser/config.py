@@ -9,16 +9,6 @@ from typing import Optional
 
 from mailsec.core import params as p
 
-PARAMETERS = (
-    "account",
-    "interval",
-    "index",
-    "start_date",
-    "window",
-    "settle_minutes",
-    "revisit_days",
-    "max_requests_per_minute",
-)
 WINDOWS = ("5m", "15m", "1h", "1d")
 VENDOR_REQUESTS_PER_MINUTE = 1000
 

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 from typing import Optional
 
+from mailsec.core.timeutil import align_down
+
 HOUR = 3600
 DAY = 86400
 # Ages (since a window ended) at which a window is polled again while SER may still
 # reclassify its temporary failures; the last age is always `revisit_days`.
 REVISIT_AGES = (HOUR, DAY, 3 * DAY, 7 * DAY)
-
-
-def align_down(epoch: float, size: int) -> int:
-    seconds = int(epoch // 1)
-    return seconds - seconds % size
 
 
 def window_after(start: int, size: int) -> tuple[int, int]:
