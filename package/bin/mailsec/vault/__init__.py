@@ -1,0 +1,1 @@
+"""Google Vault mail export watcher (docs/vault_export.md)."""
