@@ -32,3 +32,7 @@ class SenseListenerInputHandler(_DeleteCheckpointHandler):
 
 class AuditExportInputHandler(_DeleteCheckpointHandler):
     input_type = "audit_export"
+
+
+class VaultExportInputHandler(_DeleteCheckpointHandler):
+    input_type = "vault_export"
