@@ -93,7 +93,11 @@ def metadata_xml(export_name: str, rows: list) -> bytes:
             "</File></Files></Document>"
         )
     parts += ["</Documents>", "</Batch></Root>"]
-    return "\n".join(parts).replace("<Root>", f"<Root Export={quoteattr(escape(export_name))}>").encode()
+    return (
+        "\n".join(parts)
+        .replace("<Root>", f"<Root Export={quoteattr(escape(export_name))}>")
+        .encode()
+    )
 
 
 def results_count_csv(counts: dict) -> bytes:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import logging
 import threading
+from datetime import datetime, timezone
 
 import pytest
-
 from audit.conftest import ClaimMemoryStore, FakeClock
+
 from harness.certs import TestCA
 from mailsec.core.checkpoint import MemoryCheckpointStore
 from mailsec.core.events import ListSink
@@ -77,12 +78,20 @@ class Harness:
     def state(self) -> dict:
         return self.checkpoints.get(self.name) or {}
 
+    def idle(self) -> bool:
+        """No export open or being created, and no window of any user still due."""
+        state = self.state()
+        if state.get("requests") or state.get("creating"):
+            return False
+        today = datetime.fromtimestamp(self.clock(), timezone.utc).strftime("%Y-%m-%d")
+        users = state.get("users", {}).values()
+        return all(not user["redo"] and user["next"] >= today for user in users)
+
     def run_until_idle(self, limit: int = 12) -> None:
-        """Runs, one `interval` apart, until no export is open or being created."""
+        """Runs, one `interval` apart, until there is nothing left to do."""
         for _ in range(limit):
             self.run()
-            state = self.state()
-            if not state.get("requests") and not state.get("creating"):
+            if self.idle():
                 return
             self.clock.advance(minutes=15)
         raise AssertionError(f"exports still open after {limit} runs: {self.state()}")

@@ -129,9 +129,7 @@ class VaultApi:
     def auth_headers(self) -> dict:
         return {"Authorization": f"Bearer {self._tokens.token()}"}
 
-    def _call(
-        self, method: str, url: str, policy: Optional[RetryPolicy] = None, **kwargs
-    ) -> Any:
+    def _call(self, method: str, url: str, policy: Optional[RetryPolicy] = None, **kwargs) -> Any:
         response = self._http.request(
             method, url, headers=self.auth_headers(), policy=policy, **kwargs
         )
@@ -214,8 +212,7 @@ class VaultApi:
                 query["pageToken"] = token
             body = self._call("GET", url, params=query)
             items = body.get(key)
-            for item in items if isinstance(items, list) else []:
-                yield item
+            yield from items if isinstance(items, list) else []
             token = body.get("nextPageToken")
             if not token:
                 return
@@ -226,4 +223,3 @@ class VaultApi:
             f"{self._storage}/storage/v1/b/{quote(bucket, safe='')}"
             f"/o/{quote(name, safe='')}?alt=media"
         )
-

@@ -147,7 +147,7 @@ class RemoteZipFile(io.RawIOBase):
     # -- Range reads ---------------------------------------------------------
     def _from_range(self, size: int) -> bytes:
         offset = self._pos - self._block_start
-        if 0 <= offset and offset + size <= len(self._block):
+        if offset >= 0 and offset + size <= len(self._block):
             return self._block[offset : offset + size]
         start = self._pos
         if start + SIDE_BLOCK > self._size:  # near the end: the whole tail in one request
@@ -160,18 +160,22 @@ class RemoteZipFile(io.RawIOBase):
         return self._block[offset : offset + size]
 
     def read_range(self, start: int, length: int) -> bytes:
-        """Bytes [start, start+length) of the object, by one Range request."""
-        self.range_reads += 1
-        response = self._get(start, start + length - 1)
-        with response:
-            parts = []
-            received = 0
-            try:
-                for chunk in response.iter_content(CHUNK):
-                    parts.append(chunk)
-                    received += len(chunk)
-            except requests.RequestException as error:
-                raise TransferError(f"a Range read broke ({type(error).__name__})") from None
+        """Bytes [start, start+length) of the object, by Range requests (a broken
+        transfer is resumed where it stopped)."""
+        parts = []
+        received = 0
+        for _ in range(MAX_RECONNECTS + 1):
+            self.range_reads += 1
+            with self._get(start + received, start + length - 1) as response:
+                try:
+                    for chunk in response.iter_content(CHUNK):
+                        parts.append(chunk)
+                        received += len(chunk)
+                except requests.RequestException:
+                    pass  # resumed from the bytes received
+            if received >= length:
+                break
+            self.reconnects += 1
         if received != length:
             raise TransferError(f"a Range read gave {received} of {length} bytes")
         return b"".join(parts)

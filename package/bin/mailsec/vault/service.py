@@ -422,7 +422,11 @@ class VaultExportService:
         self.lifecycle.emit(self.lifecycle.event("created", request, None))
         self._save()
         self.log.info(
-            "vault_export_created export_id=%s user=%s begin=%s end=%s", created.id, user, begin, end
+            "vault_export_created export_id=%s user=%s begin=%s end=%s",
+            created.id,
+            user,
+            begin,
+            end,
         )
 
     # -- 4. polling and processing ------------------------------------------
@@ -608,9 +612,7 @@ class VaultExportService:
             self.files.error(request, label, entry, f"integrity: {error}", counted=True)
             return
         except ARCHIVE_ERRORS as error:
-            self.files.error(
-                request, label, entry, f"download: {_describe(error)}", counted=True
-            )
+            self.files.error(request, label, entry, f"download: {_describe(error)}", counted=True)
             return
         finally:
             remote.close()
