@@ -25,6 +25,11 @@ SPEC_PARAMETERS = {
         "first_begin_date", "interval", "delete_after_download", "daily_request_budget",
         "include_body", "body_max_bytes", "index",
     },
+    "vault_export": {
+        "account", "users", "matter_id", "terms", "data_scope", "exclude_drafts", "region",
+        "export_every", "first_begin_date", "max_exports_in_progress", "delete_after_download",
+        "include_body", "body_max_bytes", "interval", "index",
+    },
 }  # fmt: skip
 # inputs.conf settings that splunkd itself reads for every input: UCC (rightly) keeps
 # them out of the script's scheme, and the input form declares them.
@@ -80,6 +85,14 @@ def test_input_form_declares_exactly_the_spec_parameters(built_app, input_type):
         ("audit_export", {"account": "g", "users": "alice", "body_max_bytes": "0"}, "body_max_bytes"),
         ("audit_export", {"account": "g", "users": "not a user"}, "users"),
         ("audit_export", {"account": "g", "users": "alice", "include_body": "perhaps"}, "include_body"),
+        ("vault_export", {"account": "g", "users": "alice", "export_every": "12h"}, "export_every"),
+        ("vault_export", {"account": "g", "users": "alice", "max_exports_in_progress": "21"}, "max_exports_in_progress"),
+        ("vault_export", {"account": "g", "users": "alice", "data_scope": "EVERYTHING"}, "data_scope"),
+        ("vault_export", {"account": "g", "users": "alice", "region": "MARS"}, "region"),
+        ("vault_export", {"account": "g", "users": "alice", "first_begin_date": "2024-05-01T08:00:00Z"}, "first_begin_date"),
+        ("vault_export", {"account": "g", "users": "alice", "matter_id": "a b"}, "matter_id"),
+        ("vault_export", {"account": "g", "users": "not a user"}, "users"),
+        ("vault_export", {"account": "g", "users": "alice", "exclude_drafts": "perhaps"}, "exclude_drafts"),
     ],
 )  # fmt: skip
 def test_validation_refuses_bad_values_naming_the_field(
@@ -102,6 +115,7 @@ def test_validation_refuses_bad_values_naming_the_field(
         ("ser_report", {"account": "a", "start_date": "2024-05-01T08:00:00Z", "window": "15m"}),
         ("sense_listener", {"port": "8443", "tls": "0", "api_key_value": "******", "allowed_sources": "10.0.0.0/8"}),
         ("audit_export", {"account": "g", "users": "alice,bob", "export_every": "12h"}),
+        ("vault_export", {"account": "g", "users": "alice,bob", "export_every": "7d", "first_begin_date": "2024-05-01"}),
     ],
 )  # fmt: skip
 def test_validation_accepts_good_values(installed_app, splunkd, input_type, params):

@@ -173,7 +173,12 @@ class VaultExportService:
             self._release_unknown_slots()
             if self._settle_creation_in_flight():
                 self._create_due_exports()
-            self._poll_open_exports()
+                self._poll_open_exports()
+                # exports that left IN_PROGRESS gave their slots back: use them now
+                # rather than one interval later
+                self._create_due_exports()
+            else:
+                self._poll_open_exports()
             self._log_in_progress()
         except Stopped:
             self.log.info("stop requested: progress is saved, the next run continues")
@@ -300,6 +305,8 @@ class VaultExportService:
         return True
 
     def _create_due_exports(self) -> None:
+        if self.state.get("creating"):
+            return  # an answer was lost in this run: settled by the next run first
         for user in self.users:
             for begin, end in self.windows.due(user):
                 self.run_.check_stop()
