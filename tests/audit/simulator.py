@@ -34,11 +34,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from xml.sax.saxutils import quoteattr
 
 import defusedxml.ElementTree as SafeET
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from audit import corpus
 from harness.certs import TestCA, TLSHTTPServer, server_ssl_context
+from harness.google_token import check_assertion
 
 SCOPE = "https://apps-apis.google.com/a/feeds/compliance/audit/"
 ATOM = "http://www.w3.org/2005/Atom"
@@ -104,10 +105,6 @@ def service_account(domain: str) -> tuple:
         "token_uri": "https://oauth2.googleapis.com/token",
     }
     return json.dumps(info), key.public_key()
-
-
-def _b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @dataclass
@@ -248,32 +245,16 @@ class AuditSimulator:
 
     # -- behaviour ------------------------------------------------------------
     def _check_jwt(self, assertion: str) -> Optional[str]:
-        try:
-            header_b64, claims_b64, signature_b64 = assertion.split(".")
-            header = json.loads(_b64url_decode(header_b64))
-            claims = json.loads(_b64url_decode(claims_b64))
-            self._sa_public.verify(
-                _b64url_decode(signature_b64),
-                f"{header_b64}.{claims_b64}".encode(),
-                padding.PKCS1v15(),
-                hashes.SHA256(),
-            )
-        except Exception:
-            return "invalid_grant: bad JWT signature"
-        if header.get("alg") != "RS256":
-            return "invalid_grant: alg must be RS256"
-        if claims.get("iss") != self.client_email:
-            return "invalid_grant: unknown issuer"
-        if claims.get("aud") != self.token_url:
-            return "invalid_grant: wrong audience"
-        if claims.get("scope") != SCOPE:
-            return "unauthorized_client: scope not granted in domain-wide delegation"
-        if claims.get("sub") != self.admin:
-            return "unauthorized_client: subject is not the delegated admin"
-        now = self.clock()
-        if not (claims.get("iat", 0) - 300 <= now <= claims.get("exp", 0)):
-            return "invalid_grant: JWT expired or not yet valid"
-        return None
+        problem, _scopes = check_assertion(
+            assertion,
+            public_key=self._sa_public,
+            issuer=self.client_email,
+            audience=self.token_url,
+            subject=self.admin,
+            granted_scopes=frozenset({SCOPE}),
+            now=self.clock(),
+        )
+        return problem
 
     def _upload_key(self, encoded: str) -> None:
         armored = base64.b64decode(encoded).decode("ascii")

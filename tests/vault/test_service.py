@@ -289,7 +289,9 @@ def test_warning_three_days_before_google_deletes_then_expired(harness, sim, clo
     expired = h.lifecycle("expired")
     assert len(expired) == 1 and expired[0]["messages"] == 0
     # nothing of it was indexed: the window is requested again
-    assert "TA_mailsec vault1 alice@example.com 2026-03-01..2026-03-02 retry 1" in sim.creates_by_name
+    assert (
+        "TA_mailsec vault1 alice@example.com 2026-03-01..2026-03-02 retry 1" in sim.creates_by_name
+    )
 
 
 def test_jwt_asks_for_both_scopes(harness, sim):

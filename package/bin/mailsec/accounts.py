@@ -14,10 +14,18 @@ from mailsec.core.http import PEM_CERT_MARKER
 from mailsec.core.params import ConfigError
 from mailsec.rm.config import RmAccount
 from mailsec.ser.config import SerAccount
+from mailsec.vault.config import VaultAccount
+
+
+def _google_account(fields: Mapping[str, Optional[str]]) -> GoogleAccount:
+    """One account serves audit_export and vault_export: both readings must hold."""
+    VaultAccount.from_fields(fields)
+    return GoogleAccount.from_fields(fields)
+
 
 _PARSERS: dict[str, Callable[[Mapping[str, Optional[str]]], object]] = {
     "ser_account": SerAccount.from_fields,
-    "google_account": GoogleAccount.from_fields,
+    "google_account": _google_account,
     "rm_account": RmAccount.from_fields,
 }
 

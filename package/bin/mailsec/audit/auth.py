@@ -1,94 +1,22 @@
-"""Service-account OAuth: a signed JWT (RS256) exchanged for an access token.
-
-The service account acts as the delegated admin (`sub` = admin_email) with the
-Email Audit scope, which the domain must grant it in domain-wide delegation.
-RS256 is signed with `cryptography` directly: google-auth would add several
-packages to lib/ for one signature.
-"""
+"""Service-account OAuth for the Email Audit API: the shared JWT exchange
+(mailsec/core/google_auth.py) with the Email Audit scope, which the domain must
+grant the service account's client in domain-wide delegation."""
 
 from __future__ import annotations
 
-import base64
-import json
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Callable
 
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-
+from mailsec.core import google_auth
+from mailsec.core.google_auth import AuthError, ServiceAccount
 from mailsec.core.http import HttpClient
-from mailsec.core.params import ConfigError
 
 SCOPE = "https://apps-apis.google.com/a/feeds/compliance/audit/"
-GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-TOKEN_LIFETIME = 3600
+
+__all__ = ["SCOPE", "AuthError", "ServiceAccount", "TokenProvider"]
 
 
-class AuthError(Exception):
-    pass
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-@dataclass(frozen=True)
-class ServiceAccount:
-    client_email: str
-    private_key_id: str
-    private_key: rsa.RSAPrivateKey = field(repr=False)
-
-    @classmethod
-    def from_json(cls, text: str) -> ServiceAccount:
-        field_name = "service_account_json"
-        try:
-            data = json.loads(text)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                field_name, "is not JSON: upload the key file as Google gave it"
-            ) from None
-        if not isinstance(data, dict) or data.get("type") != "service_account":
-            raise ConfigError(
-                field_name, 'is not a service account key file ("type": "service_account")'
-            )
-        for name in ("client_email", "private_key"):
-            if not data.get(name):
-                raise ConfigError(field_name, f"has no {name}: download a new JSON key")
-        try:
-            key = serialization.load_pem_private_key(data["private_key"].encode("utf-8"), None)
-        except (ValueError, TypeError):
-            raise ConfigError(field_name, "holds a private_key that is not a PEM RSA key") from None
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise ConfigError(field_name, "holds a private_key that is not an RSA key")
-        return cls(data["client_email"], str(data.get("private_key_id") or ""), key)
-
-    def assertion(self, subject: str, audience: str, now: float) -> str:
-        header = {"alg": "RS256", "typ": "JWT"}
-        if self.private_key_id:
-            header["kid"] = self.private_key_id
-        claims = {
-            "iss": self.client_email,
-            "sub": subject,
-            "scope": SCOPE,
-            "aud": audience,
-            "iat": int(now),
-            "exp": int(now) + TOKEN_LIFETIME,
-        }
-        signing_input = (
-            _b64url(json.dumps(header, separators=(",", ":")).encode())
-            + "."
-            + _b64url(json.dumps(claims, separators=(",", ":")).encode())
-        )
-        signature = self.private_key.sign(
-            signing_input.encode("ascii"), padding.PKCS1v15(), hashes.SHA256()
-        )
-        return signing_input + "." + _b64url(signature)
-
-
-class TokenProvider:
-    """Access tokens for one (service account, admin); renewed 5 minutes early."""
-
+class TokenProvider(google_auth.TokenProvider):
     def __init__(
         self,
         http: HttpClient,
@@ -97,48 +25,4 @@ class TokenProvider:
         token_url: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._http = http
-        self._account = account
-        self._subject = subject
-        self._token_url = token_url
-        self._clock = clock
-        self._token: Optional[str] = None
-        self._expires = 0.0
-
-    def token(self) -> str:
-        now = self._clock()
-        if self._token is None or now >= self._expires - 300:
-            self._fetch(now)
-        assert self._token is not None
-        return self._token
-
-    def invalidate(self) -> None:
-        self._token = None
-
-    def _fetch(self, now: float) -> None:
-        response = self._http.post(
-            self._token_url,
-            data={
-                "grant_type": GRANT_TYPE,
-                "assertion": self._account.assertion(self._subject, self._token_url, now),
-            },
-        )
-        try:
-            body = response.json()
-        except ValueError:
-            body = {}
-        if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
-            error = body.get("error", "") if isinstance(body, dict) else ""
-            described = body.get("error_description", "") if isinstance(body, dict) else ""
-            hint = ""
-            if error in ("unauthorized_client", "access_denied"):
-                hint = (
-                    " (grant the service account's client ID the scope "
-                    f"{SCOPE} in domain-wide delegation, and check admin_email)"
-                )
-            raise AuthError(
-                f"token endpoint answered HTTP {response.status_code} {error} {described}".strip()
-                + hint
-            )
-        self._token = str(body["access_token"])
-        self._expires = now + float(body.get("expires_in", TOKEN_LIFETIME))
+        super().__init__(http, account, subject, token_url, (SCOPE,), clock=clock)

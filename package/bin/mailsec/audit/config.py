@@ -75,8 +75,9 @@ class GoogleAccount:
     domain: str
     admin_email: str
     service_account_json: str = field(repr=False)
-    pgp_public_key: str
-    pgp_private_key: str = field(repr=False)
+    # None when the account serves vault_export only (docs/vault_export.md)
+    pgp_public_key: Optional[str]
+    pgp_private_key: Optional[str] = field(repr=False)
     pgp_passphrase: Optional[str] = field(default=None, repr=False)
     api_url: str = "https://apps-apis.google.com"
     token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
@@ -91,8 +92,8 @@ class GoogleAccount:
             domain=p.required(fields, "domain").lower(),
             admin_email=admin,
             service_account_json=p.required(fields, "service_account_json"),
-            pgp_public_key=p.required(fields, "pgp_public_key"),
-            pgp_private_key=p.required(fields, "pgp_private_key"),
+            pgp_public_key=p.text(fields, "pgp_public_key"),
+            pgp_private_key=p.secret(fields, "pgp_private_key"),
             pgp_passphrase=p.secret(fields, "pgp_passphrase"),
             api_url=p.https_url(fields, "api_url", cls.api_url).rstrip("/"),
             token_url=p.https_url(fields, "token_url", cls.token_url),
@@ -106,6 +107,9 @@ class GoogleAccount:
 
         if self.service_account_json != p.MASKED:
             ServiceAccount.from_json(self.service_account_json)
+        if self.pgp_public_key is None and self.pgp_private_key is None:
+            return  # an account for vault_export only
+        self.require_pgp()
         for name, marker in (
             ("pgp_public_key", "-----BEGIN PGP PUBLIC KEY BLOCK-----"),
             ("pgp_private_key", "-----BEGIN PGP PRIVATE KEY BLOCK-----"),
@@ -115,5 +119,16 @@ class GoogleAccount:
                 raise p.ConfigError(
                     name, f"must be ASCII-armored ({marker}); export it with gpg --armor"
                 )
-        if not self.pgp_public_key.isascii():
+        if not str(self.pgp_public_key).isascii():
             raise p.ConfigError("pgp_public_key", "must be US-ASCII text, as gpg --armor writes it")
+
+    def require_pgp(self) -> None:
+        """Both PGP keys, as audit_export needs them (Google encrypts its exports to the
+        public key); vault_export does not use them."""
+        for name in ("pgp_public_key", "pgp_private_key"):
+            if getattr(self, name) is None:
+                raise p.ConfigError(
+                    name,
+                    "is required by audit_export (Email Audit exports are encrypted); "
+                    "give both PGP keys, or neither for an account used by vault_export only",
+                )

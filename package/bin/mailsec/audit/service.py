@@ -77,6 +77,7 @@ class AuditExportService:
         self.account = GoogleAccount.from_fields(
             run.load_account("google_account", self.config.account)
         )
+        self.account.require_pgp()
         self.domain = self.account.domain
         self.users = tuple(_user_name(user, self.domain) for user in self.config.users)
         self.state: dict = {}
