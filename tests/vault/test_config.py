@@ -12,20 +12,20 @@ from mailsec.vault.config import VaultInputConfig
 def test_an_account_without_pgp_keys_serves_vault(sim):
     account = validate_account("google_account", sim.account_fields())
     assert account.pgp_public_key is None
-    with pytest.raises(ConfigError, match="^pgp_public_key: is required by audit_export"):
+    with pytest.raises(ConfigError, match=r"^pgp_public_key: is required by audit_export"):
         account.require_pgp()
 
 
 def test_one_pgp_key_without_the_other_is_refused(sim):
     fields = dict(sim.account_fields(), pgp_private_key="-----BEGIN PGP PRIVATE KEY BLOCK-----")
-    with pytest.raises(ConfigError, match="^pgp_public_key:"):
+    with pytest.raises(ConfigError, match=r"^pgp_public_key:"):
         validate_account("google_account", fields)
 
 
 @pytest.mark.parametrize("field", ["vault_url", "storage_url"])
 def test_vault_and_storage_urls_must_be_https(sim, field):
     fields = dict(sim.account_fields(), **{field: "http://vault.example"})
-    with pytest.raises(ConfigError, match=f"^{field}: must be an https:// URL"):
+    with pytest.raises(ConfigError, match=rf"^{field}: must be an https://"):
         validate_account("google_account", fields)
 
 
