@@ -182,6 +182,8 @@ class VaultSimulator:
         self.rate_bytes_per_s: Optional[float] = None
         self.on_media_chunk: Optional[Callable[[str, int], None]] = None
         self.range_requests: list = []  # (object, Range header) of every media request
+        self.archive_file: Optional[tuple] = None  # (path, md5 hex): served as every zip
+        self.completed_at: dict = {}  # export id -> time.time() when it turned COMPLETED
         server = ca.issue_server(("localhost", "127.0.0.1"))
         self.server = TLSHTTPServer(("127.0.0.1", 0), self._handler(), server_ssl_context(server))
 
@@ -265,6 +267,10 @@ class VaultSimulator:
             self.fail_users[user] -= 1
             export.status = "FAILED"
             return
+        self.completed_at[export.id] = time.time()
+        if self.archive_file is not None:
+            self._serve_file(export, *self.archive_file)
+            return
         files: dict = {}
         rows: list = []
         counts: dict = {}
@@ -317,23 +323,17 @@ class VaultSimulator:
         export.size = sum(int(f["size"]) for f in export.files)
         export.status = "COMPLETED"
 
-    def serve_archive(self, export_id: str, path: str, md5_hex: str) -> None:
-        """Replace a completed export's zip files by one archive read from `path`
-        (the benchmark's large archives: never held in memory)."""
-        with self._lock:
-            export = self.exports[export_id]
-            for item in export.files:
-                self.objects.pop(item["objectName"], None)
-            object_name = f"{export.id}/{export.name}-1.zip"
-            self.objects[object_name] = path
-            export.files = [
-                {
-                    "bucketName": BUCKET,
-                    "objectName": object_name,
-                    "size": str(os.path.getsize(path)),
-                    "md5Hash": md5_hex,
-                }
-            ]
+    def _serve_file(self, export: VaultExport, path: str, md5_hex: str) -> None:
+        """The export's one zip is the file at `path` (the benchmark's large archives:
+        read from disk as served, never held in memory)."""
+        object_name = f"{export.id}/{export.name}-1.zip"
+        self.objects[object_name] = path
+        size = os.path.getsize(path)
+        export.files = [
+            {"bucketName": BUCKET, "objectName": object_name, "size": str(size), "md5Hash": md5_hex}
+        ]
+        export.size = size
+        export.status = "COMPLETED"
 
     # -- quotas -------------------------------------------------------------------
     def _charge(self, reads: int, writes: int) -> bool:
