@@ -65,11 +65,10 @@ def make_archive(path: str, size: int) -> str:
 def transfer_alone(sim, path: str) -> float:
     """The object read to /dev/null through the simulator at its current rate."""
     import requests
-
     from vault.simulator import BUCKET
 
     sim.objects["bench/alone.zip"] = path
-    token = "bench-token"  # noqa: S105 (the simulator's own test token)
+    token = "bench-token"
     sim.tokens[token] = (time.time() + 3600, frozenset(sim.granted_scopes))
     url = f"{sim.url}/storage/v1/b/{BUCKET}/o/bench%2Falone.zip?alt=media"
     started = time.perf_counter()
@@ -174,8 +173,9 @@ def main() -> int:
     if sys.argv[1:] == ["--child"]:
         child()
         return 0
-    from harness.certs import TestCA
     from vault.simulator import VaultSimulator
+
+    from harness.certs import TestCA
 
     scratch = tempfile.mkdtemp(prefix="bench_vault_", dir="/tmp")
     figures: dict = {"benchmark": "vault_pipeline", "rate_mib_s": RATE // MiB}

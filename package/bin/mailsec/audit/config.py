@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Optional
 
 from mailsec.core import params as p
+from mailsec.core.google_account import TOKEN_URL, delegation_fields
 
 PACKAGE_CONTENTS = ("FULL_MESSAGE", "HEADER_ONLY")
 DOMAIN_DAILY_LIMIT = 100
@@ -80,24 +81,17 @@ class GoogleAccount:
     pgp_private_key: Optional[str] = field(repr=False)
     pgp_passphrase: Optional[str] = field(default=None, repr=False)
     api_url: str = "https://apps-apis.google.com"
-    token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
+    token_url: str = TOKEN_URL
     ca_bundle: Optional[str] = None
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, Optional[str]]) -> GoogleAccount:
-        admin = p.required(fields, "admin_email")
-        if "@" not in admin:
-            raise p.ConfigError("admin_email", "must be the delegated admin's e-mail address")
         return cls(
-            domain=p.required(fields, "domain").lower(),
-            admin_email=admin,
-            service_account_json=p.required(fields, "service_account_json"),
+            **delegation_fields(fields),
             pgp_public_key=p.text(fields, "pgp_public_key"),
             pgp_private_key=p.secret(fields, "pgp_private_key"),
             pgp_passphrase=p.secret(fields, "pgp_passphrase"),
             api_url=p.https_url(fields, "api_url", cls.api_url).rstrip("/"),
-            token_url=p.https_url(fields, "token_url", cls.token_url),
-            ca_bundle=p.text(fields, "ca_bundle"),
         )
 
     def check(self) -> None:

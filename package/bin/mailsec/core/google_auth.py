@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -107,13 +108,16 @@ class TokenProvider:
         self._clock = clock
         self._token: Optional[str] = None
         self._expires = 0.0
+        # a download thread may ask for the token while the run's thread does
+        self._lock = threading.Lock()
 
     def token(self) -> str:
-        now = self._clock()
-        if self._token is None or now >= self._expires - 300:
-            self._fetch(now)
-        assert self._token is not None
-        return self._token
+        with self._lock:
+            now = self._clock()
+            if self._token is None or now >= self._expires - 300:
+                self._fetch(now)
+            assert self._token is not None
+            return self._token
 
     def invalidate(self) -> None:
         self._token = None

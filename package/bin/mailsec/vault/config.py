@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import Optional
 
 from mailsec.core import params as p
+from mailsec.core.google_account import TOKEN_URL, delegation_fields
 
 DATA_SCOPES = ("ALL_DATA", "HELD_DATA", "UNPROCESSED_DATA")
 REGIONS = ("ANY", "US", "EUROPE")
@@ -96,20 +97,13 @@ class VaultAccount:
     service_account_json: str = field(repr=False)
     vault_url: str = "https://vault.googleapis.com"
     storage_url: str = "https://storage.googleapis.com"
-    token_url: str = "https://oauth2.googleapis.com/token"  # noqa: S105 (a URL)
+    token_url: str = TOKEN_URL
     ca_bundle: Optional[str] = None
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, Optional[str]]) -> VaultAccount:
-        admin = p.required(fields, "admin_email")
-        if "@" not in admin:
-            raise p.ConfigError("admin_email", "must be the delegated admin's e-mail address")
         return cls(
-            domain=p.required(fields, "domain").lower(),
-            admin_email=admin,
-            service_account_json=p.required(fields, "service_account_json"),
+            **delegation_fields(fields),
             vault_url=p.https_url(fields, "vault_url", cls.vault_url).rstrip("/"),
             storage_url=p.https_url(fields, "storage_url", cls.storage_url).rstrip("/"),
-            token_url=p.https_url(fields, "token_url", cls.token_url),
-            ca_bundle=p.text(fields, "ca_bundle"),
         )
