@@ -175,6 +175,7 @@ class VaultSimulator:
         self.fail_users: Counter = Counter()  # user -> exports of theirs that end FAILED
         self.wrong_md5: Counter = Counter()  # user -> gets listing a wrong md5Hash
         self.truncated: set = set()  # users whose zip objects are stored cut short
+        self.damaged: set = set()  # users whose zips are damaged at Google (MD5 of the damage)
         self.bursts_5xx: int = 0  # the next N media requests answer 503
         # user -> bytes sent before the connection drops, once, in a transfer of a
         # whole zip (not in a Range read of its end)
@@ -298,6 +299,9 @@ class VaultSimulator:
         for number, mbox in enumerate(mboxes, start=1):
             # a comment no member CRC covers: a byte changed in it changes only the MD5
             data = archive.mbox_zip([mbox], form=self.form, comment=b"vault-sim " * 4)
+            if user in self.damaged:
+                middle = len(data) // 2
+                data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
             files[f"{export.name}-{number}.zip"] = data
         files[f"{export.name}-metadata.xml"] = archive.metadata_xml(export.name, rows)
         files[f"{export.name}-results-count.csv"] = archive.results_count_csv(counts)

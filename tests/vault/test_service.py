@@ -206,6 +206,22 @@ def test_truncated_object_gives_errors_then_is_given_up_others_go_through(harnes
     assert sum(e.emails == ["alice@example.com"] for e in sim.exports.values()) == 3
 
 
+def test_a_zip_damaged_at_google_is_an_error_and_the_others_go_through(harness, sim):
+    sim.damaged.add("alice")
+    sim.enforce_rate_quota = False
+    sim.messages_per_export = 30
+    h = harness(first_begin_date="2026-03-01")
+    for _ in range(4):
+        h.run()
+        h.clock.advance(minutes=15)
+    errors = [e for e in h.lifecycle("error") if e.get("file_index")]
+    assert len(errors) == 3 and all(e["user"] == "alice@example.com" for e in errors)
+    assert "given up" in errors[-1]["error"]
+    assert {m["user"] for m in h.messages()} >= {"bob@example.com"}
+    bob = {m["message_id"] for m in h.messages() if m["user"] == "bob@example.com"}
+    assert len(bob) == 30
+
+
 def test_5xx_bursts_and_a_dropped_connection_are_ridden_out(harness, sim):
     sim.enforce_rate_quota = False
     sim.messages_per_export = 60  # files of a few hundred KiB

@@ -74,6 +74,7 @@ ARCHIVE_ERRORS = (
     EOFError,
     NotAnMbox,
     NotImplementedError,
+    RuntimeError,  # an encrypted member
     struct.error,
     ValueError,
     OSError,
