@@ -20,7 +20,9 @@ Facts it is built on, with their sources:
   across the organization; per project and minute 120 export reads and 20 export
   writes; exports.create costs 1 read and 10 writes, delete 1 write, get 1 read,
   list 1 read; beyond, 429 RESOURCE_EXHAUSTED (Google's JSON error format:
-  {"error": {"code", "message", "status"}}).
+  {"error": {"code", "message", "status"}}). The answer to a creation beyond the
+  20-in-progress ceiling is not documented: it is modelled as the same 429 (the
+  input defers creation on any 429, and counts its own in-progress exports anyway).
 - developers.google.com/workspace/vault/guides/exports: exports live 15 days, then
   Google deletes them (the export is gone from get and list; its files too).
 - cloud.google.com/storage/docs/json_api/v1/objects/get and .../docs/xml-api/

@@ -13,7 +13,7 @@ import pytest
 from mailsec.core.google_auth import AuthError
 from vault import archive
 from vault.conftest import MESSAGE
-from vault.simulator import VaultSimulator
+from vault.simulator import VaultExport, VaultSimulator
 
 FIRST = "2026-02-27"  # the fake clock starts 2026-03-02 12:00 UTC: 3 whole days are due
 
@@ -319,13 +319,9 @@ def test_jwt_asks_for_both_scopes(harness, sim):
 
 def test_simulator_deletes_exports_after_15_days(ca, clock):
     with VaultSimulator(ca, clock=clock) as sim:
-        h_matter = {"matterId": "m", "name": "m", "state": "OPEN"}
-        sim.matters["m"] = h_matter
-        from vault.simulator import VaultExport
-
-        sim.exports["e"] = VaultExport(
-            "e", "m", "n", {}, ["a@example.com"], sim.now(), sim.now(), sim.now(), 0
-        )
+        sim.matters["m"] = {"matterId": "m", "name": "m", "state": "OPEN"}
+        now = sim.now()
+        sim.exports["e"] = VaultExport("e", "m", "n", {}, ["a@example.com"], now, now, now, 0)
         clock.advance(days=14, hours=23)
         assert sim.in_progress() == 1
         clock.advance(hours=1)
