@@ -20,10 +20,7 @@ changed it, and for files after every batch of events written (docs/vault_export
 
 from __future__ import annotations
 
-import struct
 import time
-import zipfile
-import zlib
 from datetime import datetime, timedelta
 from typing import Any, Callable, Optional
 
@@ -31,9 +28,8 @@ import requests
 
 from mailsec.core.google_auth import ServiceAccount, TokenProvider
 from mailsec.core.http import HttpClient
-from mailsec.core.mailbox.files import FileIndexer, new_entry, settled
+from mailsec.core.mailbox.files import FileIndexer, settled
 from mailsec.core.mailbox.lifecycle import Lifecycle
-from mailsec.core.mailbox.pipeline import NotAnMbox
 from mailsec.core.mailbox.windows import UserWindows
 from mailsec.core.params import ConfigError
 from mailsec.core.runtime import InputRun, Stopped
@@ -42,22 +38,15 @@ from mailsec.vault.api import (
     SCOPES,
     ApiError,
     Export,
-    ExportFile,
     NotFound,
     QuotaExceeded,
     VaultApi,
     rfc3339,
 )
 from mailsec.vault.config import VaultAccount, VaultInputConfig
-from mailsec.vault.remote_zip import (
-    IntegrityError,
-    RemoteZipFile,
-    TransferError,
-    chunks_of,
-    iter_members,
-)
 from mailsec.vault.slots import COLLECTION as SLOTS_COLLECTION
 from mailsec.vault.slots import InProgressSlots
+from mailsec.vault.zip_reader import ZipReader, describe
 
 STATE_VERSION = 1
 DELETED_AFTER = timedelta(days=15)  # Google deletes an export 15 days after creation
@@ -65,20 +54,6 @@ WARN_BEFORE = timedelta(days=3)
 MAX_FILE_ATTEMPTS = 3
 MAX_WINDOW_RETRIES = 3
 DAY = "%Y-%m-%d"
-# what a damaged or cut-off archive raises out of zipfile and zlib
-ARCHIVE_ERRORS = (
-    TransferError,
-    zipfile.BadZipFile,
-    zipfile.LargeZipFile,
-    zlib.error,
-    EOFError,
-    NotAnMbox,
-    NotImplementedError,
-    RuntimeError,  # an encrypted member
-    struct.error,
-    ValueError,
-    OSError,
-)
 
 
 def run(run: InputRun) -> None:
@@ -168,6 +143,10 @@ class VaultExportService:
                 self.config.body_max_bytes,
                 MAX_FILE_ATTEMPTS,
             )
+            self.zips = ZipReader(
+                self.api, http, self.download_http, self.files, self.lifecycle, self._save,
+                self.run_.stop, self.log,
+            )  # fmt: skip
             self.matter = self._matter()
             if self.matter is None:
                 return
@@ -233,7 +212,7 @@ class VaultExportService:
         except NotFound:
             problem = f"matter {wanted} does not exist (or the admin has no access to it)"
         except (ApiError, requests.RequestException) as error:
-            self.log.error("vault_matter_unavailable matter=%s: %s", wanted, _describe(error))
+            self.log.error("vault_matter_unavailable matter=%s: %s", wanted, describe(error))
             return None
         fix = (
             "set matter_id to an open matter, or leave it empty"
@@ -293,7 +272,7 @@ class VaultExportService:
                 "cannot settle export %r of an interrupted run: %s; no export is "
                 "requested in this run",
                 pending["name"],
-                _describe(error),
+                describe(error),
             )
             return False
         if found is not None and found.id not in self.state["requests"]:
@@ -451,7 +430,7 @@ class VaultExportService:
                 self._gone(request)
                 continue
             except (ApiError, requests.RequestException) as error:
-                self.log.error("status of export_id=%s failed: %s", export_id, _describe(error))
+                self.log.error("status of export_id=%s failed: %s", export_id, describe(error))
                 continue
             self._on_status(request, current)
 
@@ -571,7 +550,7 @@ class VaultExportService:
             if settled(entry):
                 continue
             self.run_.check_stop()
-            self._process_zip(request, item, entry)
+            self.zips.read(request, item, entry, self._export_time(request))
         if all(entries.get(f.name, {}).get("done") for f in zips):
             if self.config.delete_after_download:
                 request["phase"] = "deleting"
@@ -583,69 +562,6 @@ class VaultExportService:
     def _export_time(self, request: dict) -> datetime:
         return self._created_at(request) or self._now()
 
-    def _process_zip(self, request: dict, item: ExportFile, entry: dict) -> None:
-        label = item.name.rsplit("/", 1)[-1]
-        if item.size is None or not item.bucket or not item.name:
-            self.files.error(
-                request, label, entry, "Vault lists the file without a size or a name", counted=True
-            )
-            return
-        remote = RemoteZipFile(
-            self.http,
-            self.api.media_url(item.bucket, item.name),
-            item.size,
-            self.api.auth_headers,
-            self.run_.stop,
-            stream_http=self.download_http,
-        )
-        try:
-            for path, opener in iter_members(remote):
-                member_entry = entry["members"].setdefault(path, new_entry())
-                if settled(member_entry):
-                    continue
-                with opener() as member:
-                    self.files.index(
-                        request,
-                        f"{label}/{path}",
-                        member_entry,
-                        chunks_of(member),
-                        self._export_time(request),
-                        "extracted",
-                    )
-            received = remote.finish(item.md5_hex)
-        except IntegrityError as error:
-            # the bytes are not Google's: every message of the file is read again
-            # (the same event_ids where they were right)
-            entry["members"] = {}
-            self.files.error(request, label, entry, f"integrity: {error}", counted=True)
-            return
-        except ARCHIVE_ERRORS as error:
-            self.files.error(request, label, entry, f"download: {_describe(error)}", counted=True)
-            return
-        finally:
-            remote.close()
-        entry["done"] = True
-        entry["bytes"] = received
-        self.lifecycle.emit(
-            self.lifecycle.event(
-                "downloaded",
-                request,
-                label,
-                file_index=label,
-                bytes=received,
-                md5=item.md5_hex,
-                messages=sum(m.get("messages", 0) for m in entry["members"].values()),
-            )
-        )
-        self._save()
-        self.log.info(
-            "vault_progress export_id=%s file=%s downloaded_bytes=%d reconnects=%d",
-            request["id"],
-            label,
-            received,
-            remote.reconnects,
-        )
-
     # -- deletion -----------------------------------------------------------
     def _delete(self, request: dict) -> None:
         try:
@@ -656,7 +572,7 @@ class VaultExportService:
             self.log.error(
                 "delete of export_id=%s failed: %s; the next run tries again",
                 request["id"],
-                _describe(error),
+                describe(error),
             )
             return
         request["status"] = "DELETED"
@@ -687,10 +603,3 @@ def _address(user: str, domain: str) -> str:
     if user_domain and user_domain.lower() != domain:
         raise ConfigError("users", f"{user!r} is not in the account's domain {domain}")
     return f"{name}@{domain}"
-
-
-def _describe(error: BaseException) -> str:
-    """A failure for a log line or an event: never a URL (it may carry a token)."""
-    if isinstance(error, requests.RequestException):
-        return type(error).__name__
-    return f"{type(error).__name__}: {error}" if not isinstance(error, ApiError) else str(error)
