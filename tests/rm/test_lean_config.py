@@ -20,8 +20,9 @@ from mailsec.adapters.lean_config import (
     load_account,
     load_settings,
     reassemble,
+    split_chunk,
 )
-from mailsec.adapters.settings import addon_realm
+from mailsec.adapters.settings import addon_realm, conf_realm
 from mailsec.adapters.splunkd import Splunkd
 from mailsec.core.params import ConfigError
 
@@ -62,14 +63,20 @@ def test_same_account_and_settings_as_solnlib(seeded):
     account = load_account(reader, "rm_account", "rm1")
     settings = load_settings(reader)
     lean_calls = list(seeded.requests_log)
+    served = set(seeded.passwords_served)
     assert account == without_metadata(solnlib_config.load_account(where, "rm_account", "rm1"))
     assert account["client_certificate"] == LONG_SECRET and account["ca_bundle"] is None
     expected = solnlib_config.load_settings(where)
     assert settings == {k: without_metadata(v) for k, v in expected.items()}
     assert settings["proxy"]["proxy_password"] == "proxy-pass-1"
-    # the secrets of the account and of the settings in one storage/passwords call
-    assert [r.method for r in lean_calls] == ["GET", "GET", "GET"]
-    assert sum("storage/passwords" in r.path for r in lean_calls) == 1
+    # the account's own secrets and the settings' (the proxy password), nothing else:
+    # not the ser_account of the same name
+    assert [r.method for r in lean_calls] == ["GET"] * 4
+    assert sum("storage/passwords" in r.path for r in lean_calls) == 2
+    assert {(realm, split_chunk(user)[0]) for realm, user in served} == {
+        (conf_realm("ta_mailsec_rm_account"), "rm1"),
+        (conf_realm("ta_mailsec_settings"), "proxy"),
+    }
     assert all(r.query.get("output_mode") == "json" for r in lean_calls)
     reader.close()
 
