@@ -178,7 +178,8 @@ def test_certificate_cache_across_runs(
     script, sim, account, splunkd, splunk_home, tmp_path, secret_scan, client_cert, ca
 ):
     """The first mail stores the PEM form in storage/passwords; the next one reads it
-    with the account's secrets and never loads cryptography; a new PKCS#12 replaces it."""
+    (its own entry only, after the account's) and never loads cryptography; a new
+    PKCS#12 replaces it."""
     timed = {"TA_MAILSEC_RM_TIMINGS": "1"}
     first, _, [event] = run(script, splunkd, splunk_home, tmp_path, env=timed)
     first.assert_ok()
@@ -195,7 +196,12 @@ def test_certificate_cache_across_runs(
     assert phases(second)["certificate_source"] == "cache"
     assert phases(second)["cryptography_imported"] is False
     calls = [(r.method, r.path.rsplit("/", 1)[-1]) for r in splunkd.requests_log]
-    assert calls == [("GET", "rm1"), ("GET", "passwords"), ("GET", "conf-ta_mailsec_settings")]
+    assert calls == [
+        ("GET", "rm1"),
+        ("GET", "passwords"),  # the account's secrets
+        ("GET", "conf-ta_mailsec_settings"),
+        ("GET", "passwords"),  # its certificate cache entry
+    ]
 
     renewed = ca.issue_client("splunk-rm", email=SENDER)
     p12 = base64.b64encode(renewed.to_pkcs12(P12_PASSWORD.encode())).decode()
