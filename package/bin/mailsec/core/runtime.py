@@ -18,6 +18,11 @@ from mailsec.core.http import ProxyConfig
 from mailsec.core.secrets import SecretCache
 
 
+class Stopped(Exception):
+    """The input was asked to stop (SIGTERM, or splunkd went away): raised at the next
+    safe point, after the progress so far was saved."""
+
+
 @dataclass
 class InputRun:
     input_type: str
@@ -43,6 +48,11 @@ class InputRun:
     # a private folder for state shared by this add-on's processes on this host (the
     # per-account rate limits); None: nothing is shared
     shared_state_dir: Optional[str] = None
+
+    def check_stop(self) -> None:
+        """Raise Stopped when the input was asked to stop."""
+        if self.stop.is_set():
+            raise Stopped("stop requested")
 
     @property
     def full_name(self) -> str:
