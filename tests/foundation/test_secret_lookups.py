@@ -54,3 +54,21 @@ def test_a_cache_reads_its_own_entries_only(splunkd):
     mine.delete("token")
     assert mine.get("token") is None and other.get("token") == "other-token"
     assert other.clear() == 1 and other.get("token") is None
+
+
+def test_writing_and_deleting_a_value_receives_only_its_own_entries(splunkd):
+    """solnlib's set_password lists the whole realm (every input's token) to update an
+    existing value, and splunkd answers a DELETE with the collection left."""
+    connection = where(splunkd)
+    StoragePasswordsCache(connection, owner="audit_export.other").set("token", "x" * 300)
+    splunkd.add_input_secrets("sense_listener", "main", {"api_key_value": "k1"})
+    mine = StoragePasswordsCache(connection, owner="ser_report.main")
+    mine.set("token", "t" * 600)
+    splunkd.clear_log()
+    mine.set("token", "t" * 700)  # same chunks, updated
+    mine.set("token", "short")  # two chunks left over, deleted
+    mine.delete("token")
+    served = {(realm, split_chunk(user)[0]) for realm, user in splunkd.passwords_served}
+    assert served <= {(TOKEN_CACHE_REALM, "ser_report.main.token")}
+    left = [e["username"] for e in splunkd.passwords_raw() if e["realm"] == TOKEN_CACHE_REALM]
+    assert all(name.startswith("audit_export.other.token") for name in left) and left

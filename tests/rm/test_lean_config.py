@@ -113,8 +113,11 @@ def test_own_secrets_are_written_as_solnlib_writes_them(seeded):
     manager = CredentialManager(seeded.session_key, "TA_mailsec", realm=realm, **seeded.location)
     assert manager.get_password("rm1") == long_value
     assert lean(seeded).secret(realm, "rm1") == long_value
-    # a shorter value replaces it, and the chunks it no longer needs are removed
+    # a shorter value replaces it, and the chunks it no longer needs are removed,
+    # without splunkd's answer to the DELETE handing over the other secrets
+    seeded.clear_log()
     reader.set_secret(realm, "rm1", "short")
+    assert {(r, split_chunk(u)[0]) for r, u in seeded.passwords_served} == {(realm, "rm1")}
     assert manager.get_password("rm1") == "short"
     assert lean(seeded).secret(realm, "rm1") == "short"
     users = [e["username"] for e in seeded.passwords_raw() if e["realm"] == realm]

@@ -179,13 +179,19 @@ class LeanSplunkd:
                     "storage/passwords", {"name": chunk_user, "password": piece, "realm": realm}
                 )
         for index in sorted(existing - set(range(1, len(pieces) + 1))):
-            self._call("DELETE", _entry_path(realm, f"{user}{CRED_SEP}{index}"))
+            self._delete(realm, user, f"{user}{CRED_SEP}{index}")
         self._forget(realm)  # read again when next asked
 
     def delete_secret(self, realm: str, user: str) -> None:
         for content in self._entries(realm, user):
-            self._call("DELETE", _entry_path(realm, content["username"]))
+            self._delete(realm, user, content["username"])
         self._forget(realm)
+
+    def _delete(self, realm: str, user: str, entry_user: str) -> None:
+        # splunkd answers a DELETE with the entries left in the collection, clear text
+        # included: the filter narrows that answer to this value's own entries
+        query = {"search": search_filter(realm, user)}
+        self._call("DELETE", _entry_path(realm, entry_user), query=query)
 
     def _forget(self, realm: str) -> None:
         self._read = {key: value for key, value in self._read.items() if key[0] != realm}
@@ -197,8 +203,10 @@ class LeanSplunkd:
     def _post(self, path: str, form: dict) -> None:
         self._call("POST", path, form)
 
-    def _call(self, method: str, path: str, form: Optional[dict] = None) -> None:
-        status, _document = self.request(method, path, form=form)
+    def _call(
+        self, method: str, path: str, form: Optional[dict] = None, query: Optional[dict] = None
+    ) -> None:
+        status, _document = self.request(method, path, query, form=form)
         if status >= 300:
             where = path.split("?")[0]
             raise SplunkdError(f"splunkd answered {status} to {method} {where}", status)

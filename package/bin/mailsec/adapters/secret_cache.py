@@ -15,7 +15,15 @@ from solnlib.credentials import CredentialManager
 
 from mailsec.adapters.settings import addon_realm
 from mailsec.adapters.splunkd import Splunkd
-from mailsec.adapters.stored_secrets import belongs_to, reassemble, search_filter
+from mailsec.adapters.stored_secrets import (
+    CRED_CHUNK,
+    CRED_END_MARK,
+    CRED_SEP,
+    belongs_to,
+    reassemble,
+    search_filter,
+    split_chunk,
+)
 
 TOKEN_CACHE_REALM = addon_realm("token_cache")
 
@@ -24,10 +32,15 @@ def _manager(splunkd: Splunkd, realm: str) -> CredentialManager:
     return CredentialManager(splunkd.session_key, splunkd.app, realm=realm, **splunkd.connection)
 
 
-def _stored(manager: CredentialManager, realm: str, user: Optional[str] = None) -> list:
-    """The storage/passwords entities of `realm` (of `user` only, when given)."""
-    listed = manager.service.storage_passwords.list(count=-1, search=search_filter(realm, user))
-    return [entity for entity in listed if belongs_to(entity.content, realm, user)]
+def _listed(manager: CredentialManager, realm: str, narrow: Optional[str] = None) -> list:
+    """storage/passwords entities splunkd finds for `realm` and, when given, user names
+    containing `narrow` (a substring filter: callers check the exact names)."""
+    return manager.service.storage_passwords.list(count=-1, search=search_filter(realm, narrow))
+
+
+def _stored(manager: CredentialManager, realm: str, user: str) -> list:
+    """The entities (chunks) of one value."""
+    return [e for e in _listed(manager, realm, user) if belongs_to(e.content, realm, user)]
 
 
 def _read(manager: CredentialManager, realm: str, user: str) -> Optional[str]:
@@ -40,10 +53,31 @@ def read_credential(splunkd: Splunkd, realm: str, user: str) -> Optional[str]:
     return _read(_manager(splunkd, realm), realm, user)
 
 
-def _delete(manager: CredentialManager, realm: str, user: Optional[str]) -> int:
-    entities = _stored(manager, realm, user)
+def _write(manager: CredentialManager, realm: str, user: str, value: str) -> None:
+    """Store one value as solnlib's CredentialManager.set_password does (chunks and an
+    end marker), updating the chunks that exist: solnlib would list the whole realm
+    (every input's token) to find them. Chunks left over from a longer older value
+    are removed."""
+    existing = {}
+    for entity in _stored(manager, realm, user):
+        index = split_chunk(entity.content.get("username") or "")[1]
+        if index is not None:
+            existing[index] = entity
+    pieces = [value[i : i + CRED_CHUNK] for i in range(0, len(value), CRED_CHUNK)]
+    pieces.append(CRED_END_MARK)
+    for index, piece in enumerate(pieces, start=1):
+        if index in existing:
+            existing.pop(index).update(password=piece)
+        else:
+            manager.service.storage_passwords.create(piece, f"{user}{CRED_SEP}{index}", realm)
+    _delete(manager, list(existing.values()), search_filter(realm, user))
+
+
+def _delete(manager: CredentialManager, entities: list, search: str) -> int:
+    """Delete entities. splunkd answers a DELETE with the entries left in the
+    collection, clear text included: `search` narrows that answer to the caller's own."""
     for entity in entities:
-        entity.delete()
+        manager.service.delete(entity.path, search=search)
     return len(entities)
 
 
@@ -62,26 +96,28 @@ class StoragePasswordsCache:
         return _read(self._manager, self._realm, self._user(name))
 
     def set(self, name: str, value: str) -> None:
-        self._manager.set_password(self._user(name), value)
+        _write(self._manager, self._realm, self._user(name), value)
 
     def delete(self, name: str) -> None:
-        _delete(self._manager, self._realm, self._user(name))
+        user = self._user(name)
+        entities = _stored(self._manager, self._realm, user)
+        _delete(self._manager, entities, search_filter(self._realm, user))
 
     def clear(self) -> int:
         """Delete every value this owner cached (when its input is deleted)."""
         prefix = f"{self._owner}."
-        users = {
-            user
-            for (_realm, user) in reassemble(
-                entity.content for entity in _stored(self._manager, self._realm)
-            )
-            if user.startswith(prefix)
-        }
-        for user in users:
-            _delete(self._manager, self._realm, user)
+        entities = [
+            entity
+            for entity in _listed(self._manager, self._realm, prefix)
+            if belongs_to(entity.content, self._realm)
+            and split_chunk(entity.content.get("username") or "")[0].startswith(prefix)
+        ]
+        users = {split_chunk(entity.content["username"])[0] for entity in entities}
+        _delete(self._manager, entities, search_filter(self._realm, prefix))
         return len(users)
 
 
 def delete_credential(splunkd: Splunkd, realm: str, user: str) -> bool:
     """Delete one storage/passwords value (every chunk of it); False if there was none."""
-    return _delete(_manager(splunkd, realm), realm, user) > 0
+    manager = _manager(splunkd, realm)
+    return _delete(manager, _stored(manager, realm, user), search_filter(realm, user)) > 0
