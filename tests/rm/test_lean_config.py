@@ -12,18 +12,10 @@ from solnlib.credentials import CredentialManager
 
 from harness.splunkd import SplunkdStandIn
 from mailsec.adapters import config as solnlib_config
-from mailsec.adapters.lean_config import (
-    CRED_END_MARK,
-    CRED_SEP,
-    LeanSplunkd,
-    SplunkdError,
-    load_account,
-    load_settings,
-    reassemble,
-    split_chunk,
-)
+from mailsec.adapters.lean_config import LeanSplunkd, SplunkdError, load_account, load_settings
 from mailsec.adapters.settings import addon_realm, conf_realm
 from mailsec.adapters.splunkd import Splunkd
+from mailsec.adapters.stored_secrets import CRED_END_MARK, CRED_SEP, reassemble, split_chunk
 from mailsec.core.params import ConfigError
 
 LONG_SECRET = "s3cr3t-" + "x" * 700  # three chunks and an end marker

@@ -25,10 +25,9 @@ from typing import Optional
 from mailsec import APP_NAME
 from mailsec.adapters.settings import SETTINGS_CONF, conf_for_tab, conf_realm
 from mailsec.adapters.stored_secrets import (
-    CRED_CHUNK,
-    CRED_END_MARK,
     CRED_SEP,
     belongs_to,
+    chunked,
     reassemble,
     search_filter,
     split_chunk,
@@ -168,17 +167,15 @@ class LeanSplunkd:
             for name, index in [split_chunk(content.get("username") or "")]
             if index is not None
         }
-        pieces = [value[i : i + CRED_CHUNK] for i in range(0, len(value), CRED_CHUNK)]
-        pieces.append(CRED_END_MARK)
-        for index, piece in enumerate(pieces, start=1):
-            chunk_user = f"{user}{CRED_SEP}{index}"
+        chunks = chunked(user, value)
+        for index, chunk_user, piece in chunks:
             if index in existing:
                 self._post(_entry_path(realm, chunk_user), {"password": piece})
             else:
                 self._post(
                     "storage/passwords", {"name": chunk_user, "password": piece, "realm": realm}
                 )
-        for index in sorted(existing - set(range(1, len(pieces) + 1))):
+        for index in sorted(existing - {index for index, _user, _piece in chunks}):
             self._delete(realm, user, f"{user}{CRED_SEP}{index}")
         self._forget(realm)  # read again when next asked
 

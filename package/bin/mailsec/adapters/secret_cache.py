@@ -16,10 +16,8 @@ from solnlib.credentials import CredentialManager
 from mailsec.adapters.settings import addon_realm
 from mailsec.adapters.splunkd import Splunkd
 from mailsec.adapters.stored_secrets import (
-    CRED_CHUNK,
-    CRED_END_MARK,
-    CRED_SEP,
     belongs_to,
+    chunked,
     reassemble,
     search_filter,
     split_chunk,
@@ -63,13 +61,11 @@ def _write(manager: CredentialManager, realm: str, user: str, value: str) -> Non
         index = split_chunk(entity.content.get("username") or "")[1]
         if index is not None:
             existing[index] = entity
-    pieces = [value[i : i + CRED_CHUNK] for i in range(0, len(value), CRED_CHUNK)]
-    pieces.append(CRED_END_MARK)
-    for index, piece in enumerate(pieces, start=1):
+    for index, chunk_user, piece in chunked(user, value):
         if index in existing:
             existing.pop(index).update(password=piece)
         else:
-            manager.service.storage_passwords.create(piece, f"{user}{CRED_SEP}{index}", realm)
+            manager.service.storage_passwords.create(piece, chunk_user, realm)
     _delete(manager, list(existing.values()), search_filter(realm, user))
 
 

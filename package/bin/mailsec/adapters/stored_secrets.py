@@ -36,6 +36,14 @@ def split_chunk(username: str) -> tuple[str, Optional[int]]:
     return username, None
 
 
+def chunked(user: str, value: str) -> list[tuple[int, str, str]]:
+    """(index, entry user name, piece) of each chunk a value is stored as, end marker
+    included, as solnlib's CredentialManager.set_password writes them."""
+    pieces = [value[i : i + CRED_CHUNK] for i in range(0, len(value), CRED_CHUNK)]
+    pieces.append(CRED_END_MARK)
+    return [(n, f"{user}{CRED_SEP}{n}", piece) for n, piece in enumerate(pieces, start=1)]
+
+
 def search_filter(realm: str, user: Optional[str] = None) -> str:
     """The `search=` value for one realm, narrowed to one user where splunkd can."""
     if user and _PLAIN_TERM.match(user):
