@@ -56,25 +56,22 @@ def apply_value(expression: str, value: str) -> str:
     return value
 
 
-def field_of(expression: str) -> str:
-    return re.search(r"\w+", expression.replace("replace(", "")).group(0)
-
-
-# One value of each field a search parses, as the add-on writes it, with its epoch.
 MOMENT = datetime(2026, 3, 8, 23, 30, 15, 250000, tzinfo=timezone.utc)
-SAMPLES = {
-    # ser_report: iso_z (docs/ser_report.md, "Events")
-    "next_start": (MOMENT.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), MOMENT.timestamp()),
-    "license_start": (MOMENT.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), MOMENT.timestamp()),
-    "license_end": (MOMENT.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), MOMENT.timestamp()),
-    "used_until": (MOMENT.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), MOMENT.timestamp()),
-    # audit_export: Google's completedDate, UTC (docs/audit_export.md)
-    "completed_date": ("2026-03-08 23:30", MOMENT.replace(second=0, microsecond=0).timestamp()),
-    # the budget's reservation keys: <domain>|<UTC day>|<slot>
-    "day": ("2026-03-08", datetime(2026, 3, 8, tzinfo=timezone.utc).timestamp()),
-    # Sense's reportTimestamp, `T` put back by mailsec_sense_expand
-    "report_timestamp": ("2026-03-08T23:30:15Z", MOMENT.replace(microsecond=0).timestamp()),
-}
+
+
+def sample(expression: str, fmt: str) -> tuple[str, float]:
+    """A field value the add-on would write for this parse (UTC, ending in `Z` when the
+    search turns `Z` into `+0000`, with no offset when it appends one), and its epoch."""
+    python = python_format(fmt)
+    if re.fullmatch(r'replace\(\w+, "Z\$", "\+0000"\)', expression):
+        text = MOMENT.strftime(python.replace("%z", "Z"))
+    elif re.fullmatch(r'\w+\s*\.\s*" \+0000"', expression):
+        text = MOMENT.strftime(python.replace(" %z", ""))
+    else:
+        text = MOMENT.strftime(python)
+    naive = python.replace("%z", "")
+    epoch = datetime.strptime(MOMENT.strftime(naive), naive).replace(tzinfo=timezone.utc)
+    return text, epoch.timestamp()
 
 
 def time_parses() -> list[tuple[str, str, str]]:
@@ -105,14 +102,14 @@ def test_the_parser_finds_the_time_parses_of_every_part():
 def test_every_parsed_time_carries_its_offset(where, value, fmt, viewer_in_los_angeles):
     assert "%z" in fmt, f"{where}: {fmt!r} reads the time in the viewer's time zone"
     assert "Z" not in spl.literal_part(fmt), f"{where}: a literal Z in {fmt!r}"
-    text, epoch = SAMPLES[field_of(value)]
+    text, epoch = sample(value, fmt)
     parsed = datetime.strptime(apply_value(value, text), python_format(fmt))
     assert parsed.timestamp() == epoch, where  # whatever the viewer's time zone
 
 
 def test_a_literal_z_would_be_read_in_the_viewer_time_zone(viewer_in_los_angeles):
     """What the test above guards against, shown on the format the dashboards had."""
-    text, epoch = SAMPLES["license_end"]
+    text, epoch = MOMENT.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), MOMENT.timestamp()
     naive = datetime.strptime(text, python_format("%Y-%m-%dT%H:%M:%S.%6NZ"))
     assert naive.timestamp() - epoch == 7 * HOUR  # Los Angeles in March: UTC-7
 
