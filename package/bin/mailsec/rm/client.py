@@ -186,7 +186,7 @@ class RmClient:
             except ssl.SSLError as error:
                 # RM refused the handshake (a fatal alert such as handshake_failure) or
                 # it broke off: no request was sent, so no mail can have left
-                # (docs/rm_send_mail.md, "Retries")
+                # (docs/rm_send_mail.md, "Behaviour on errors")
                 raise _Retryable("TLS_HANDSHAKE_FAILED", _reason(error)) from None
             except OSError as error:
                 raise _Retryable("CONNECTION_FAILED", _reason(error)) from None

@@ -45,8 +45,8 @@ from mailsec.ser.report import (
 STATE_VERSION = 1
 DEFAULT_LOOKBACK = 7 * w.DAY
 PROGRESS_EVERY_SECONDS = 30.0
+RATE_LIMIT_FOLDER = "rate_limits"  # under InputRun.shared_state_dir
 # 429s and 5xx bursts are ridden out: up to 8 tries a request, backoff up to a minute.
-RATE_LIMIT_FOLDER = "rate_limits"
 SER_RETRY = RetryPolicy(max_attempts=8, backoff_base=1.0, backoff_max=60.0, max_retry_after=300.0)
 
 
@@ -64,7 +64,8 @@ def client_rate_limiter(
 
     With `shared_state_dir`, the bucket is the account's, shared by every input of
     this host that polls the account (ser_report's and ser_usage's): Proofpoint
-    counts its limit per account, not per input (docs/ser_report.md, "Rate limit")."""
+    counts its limit per account, not per input (docs/ser_report.md, "Rate limit").
+    That bucket runs on the monotonic clock, which the processes share."""
     limit = max_requests_per_minute
     capacity = max(1, limit // 60)
     margin = max(1, math.ceil(limit * 0.02))
