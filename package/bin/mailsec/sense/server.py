@@ -277,7 +277,7 @@ class ListenerServer:
                     break
                 _no_delay(connection)
                 worker = threading.Thread(
-                    target=self._serve_connection,
+                    target=self._worker,
                     args=(connection, address, stop),
                     name=f"listener-{peer[0]}:{peer[1]}",
                     daemon=True,
@@ -342,7 +342,17 @@ class ListenerServer:
 
     # -- one connection --------------------------------------------------------
 
-    def _serve_connection(self, raw: socket.socket, peer: str, stop: threading.Event) -> None:
+    def _worker(self, raw: socket.socket, peer: str, stop: threading.Event) -> None:
+        try:
+            self.serve_connection(raw, peer, stop)
+        finally:
+            self._slots.release()
+            with self._workers_lock:
+                self._workers.discard(threading.current_thread())
+
+    def serve_connection(self, raw, peer: str, stop: threading.Event) -> None:
+        """Serve the requests of one accepted connection, then close it. The accept
+        loop runs this in a worker thread holding a connection slot."""
         connection = raw
         http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         self.stats["connections"] += 1
@@ -378,12 +388,7 @@ class ListenerServer:
             self.stats["internal_errors"] += 1
             self._logger.exception("action=connection_failed source_ip=%s error=%r", peer, error)
         finally:
-            try:
-                _close(connection)
-            finally:
-                self._slots.release()
-                with self._workers_lock:
-                    self._workers.discard(threading.current_thread())
+            _close(connection)
 
     def _start_tls(self, raw: socket.socket, http: h11.Connection, peer: str, deadline: float):
         first = self._peek(raw, deadline)
