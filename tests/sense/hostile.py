@@ -67,11 +67,18 @@ class HostilePeer:
 
     def hold_idle(self, count: int, source: str = OUTSIDER) -> int:
         """Open `count` TCP connections that never send a byte (no TLS handshake);
-        they stay open until `release()`. Returns how many connected."""
+        they stay open until `release()` or until the listener drops them. Returns
+        how many reached the listener (connected, or reset by it while connecting)."""
+        reached = 0
         for _ in range(count):
-            with contextlib.suppress(OSError):
-                self.held.append(self.connect(source, tls=False, timeout=2))
-        return len(self.held)
+            try:
+                self.held.append(self.connect(source, tls=False, timeout=10))
+            except ConnectionResetError:
+                pass  # the listener reset it before connect() returned here
+            except OSError:
+                continue
+            reached += 1
+        return reached
 
     def flood(self, count: int, source: str = OUTSIDER) -> int:
         """Connect, send garbage and drop, `count` times as fast as possible; how many

@@ -116,7 +116,9 @@ def test_hostile_peers_are_refused_and_the_listener_still_indexes(
         result = running.result()
     assert [e.json()["message_id"] for e in result.events] == ["after-the-attack"] * 51
     assert "/mailsec/sense/" not in result.stderr  # no traceback of the listener on stderr
-    log = (splunk_home / "var" / "log" / "splunk" / "ta_mailsec_sense_listener_edge.log").read_text()
+    log = (
+        splunk_home / "var" / "log" / "splunk" / "ta_mailsec_sense_listener_edge.log"
+    ).read_text()
     assert "action=source_refused source_ip=127.0.0.2" in log
     assert log.count("action=source_refused") < 100  # the refusals are not one line each
     assert "action=connection_failed" not in log  # every attack had its answer, no traceback
