@@ -49,6 +49,7 @@ import h11
 
 # the request line and headers together; past it h11 answers 431
 MAX_HEAD_BYTES = 64 << 10
+HEAD_TOO_LARGE = "the request head is larger than 64 KiB"
 _READ_BYTES = 64 << 10
 _TLS_HANDSHAKE_RECORD = 0x16
 _REASONS = {
@@ -156,8 +157,9 @@ class _Refused(Exception):
 def _refusal(error: h11.RemoteProtocolError) -> _Refused:
     # h11 hints 431 for a head past its buffer and 501 for a transfer coding other
     # than chunked; the listener's answers are 400, 413 and 431 (docs/sense_listener.md)
-    status = 431 if error.error_status_hint == 431 else 400
-    return _Refused(status, _QUOTED_BYTES.sub("", str(error)) or "malformed request")
+    if error.error_status_hint == 431:
+        return _Refused(431, HEAD_TOO_LARGE)
+    return _Refused(400, _QUOTED_BYTES.sub("", str(error)) or "malformed request")
 
 
 class _Reader:
@@ -500,7 +502,7 @@ class ListenerServer:
         if _head_size(event) > MAX_HEAD_BYTES:
             # h11 bounds a head still arriving; one that arrived whole within a
             # single read is measured here, so the bound does not depend on the reads
-            raise _Refused(431, "the request head is larger than 64 KiB")
+            raise _Refused(431, HEAD_TOO_LARGE)
         headers = Headers(
             (name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers
         )
