@@ -95,8 +95,8 @@ class Connection:
             try:
                 self.sock, self._http = sock, _client()
                 target = f"{self.host}:{self.port}"
-                self._send(h11.Request(method="CONNECT", target=target,
-                                       headers={"Host": target, **headers}.items()))  # fmt: skip
+                fields = list({"Host": target, **headers}.items())
+                self._send(h11.Request(method="CONNECT", target=target, headers=fields))
                 status, reason, _headers = self._read_head(_no_check)
                 if status != 200:
                     raise OSError(f"Tunnel connection failed: {status} {reason}")
@@ -142,7 +142,8 @@ class Connection:
             try:
                 event = self._http.next_event()
             except h11.RemoteProtocolError as error:
-                raise ProtocolError(f"not an HTTP answer: {error}") from None
+                # h11 may quote the answer's bytes: a short excerpt is enough
+                raise ProtocolError(f"not an HTTP answer: {str(error)[:120]}") from None
             if event is not h11.NEED_DATA:
                 return event
             check()
@@ -159,8 +160,7 @@ class Connection:
             event = self._next_event(check, started)
             started = True
             if isinstance(event, h11.Response):
-                headers = {name.decode("latin-1"): value.decode("latin-1")
-                           for name, value in event.headers}  # fmt: skip
+                headers = {name.decode("latin-1"): v.decode("latin-1") for name, v in event.headers}
                 return event.status_code, event.reason.decode("latin-1"), headers
 
     def response(self, method: str = "GET", limit=None, check=None) -> Response:
