@@ -141,6 +141,33 @@ def audit_export(env: PartEnv) -> list:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def vault_export(env: PartEnv) -> list:
+    from datetime import datetime, timedelta, timezone
+
+    from vault.simulator import VaultSimulator
+
+    yesterday = datetime.now(timezone.utc) - timedelta(days=1)
+    with VaultSimulator(env.ca, polls_until_done=1) as sim:
+        sim.enforce_rate_quota = False
+        env.splunkd.add_account(
+            "google_account", "vault", sim.account_fields(), encrypted=("service_account_json",)
+        )
+        stanza = {"vault_export://mailvault": {
+            "account": "vault", "users": "alice,bob", "index": "main", "interval": "900",
+            "first_begin_date": yesterday.strftime("%Y-%m-%d"),
+        }}  # fmt: skip
+        out = []
+        for label in ("first run: matter and exports created", "second run: downloaded"):
+            result = modinput.run(
+                env.script("vault_export.py"), stanza, env={"TMPDIR": str(env.tmp)},
+                timeout=120, **env.where,
+            )  # fmt: skip
+            result.assert_clean_exit()
+            out.append((label, result.stderr))
+        assert sim.calls["delete"] == 2
+        return out
+
+
 def rm_send_mail(env: PartEnv) -> list:
     from rm.simulator import RmSimulator, standard_setup
 
@@ -179,6 +206,7 @@ PARTS = [
     pytest.param(ser_report, id="ser_report"),
     pytest.param(sense_listener, id="sense_listener"),
     pytest.param(audit_export, id="audit_export"),
+    pytest.param(vault_export, id="vault_export"),
     pytest.param(rm_send_mail, id="rm_send_mail"),
 ]
 
