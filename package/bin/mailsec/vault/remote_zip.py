@@ -25,6 +25,7 @@ a zip inside a zip needs its own table of contents anyway.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import queue
@@ -425,3 +426,56 @@ def chunks_of(member) -> Iterator[bytes]:
         if not chunk:
             return
         yield chunk
+
+
+INFLATE_AHEAD = 4  # inflated chunks (of MEMBER_READ) waiting for the parser
+
+
+def inflated_ahead(member, stop: threading.Event) -> Iterator[bytes]:
+    """The member's inflated bytes, inflated by a thread of their own while the caller
+    parses: zlib releases the GIL, so inflating overlaps the Python parsing on a host
+    with a free core. At most INFLATE_AHEAD chunks wait; what the thread raises is
+    raised here. Closing the generator (the caller must, in a `finally`) ends the
+    thread before the member is closed."""
+    chunks: queue.Queue = queue.Queue(INFLATE_AHEAD)
+    cancel = threading.Event()
+
+    def put(item) -> bool:
+        while not cancel.is_set():
+            try:
+                chunks.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def inflate() -> None:
+        try:
+            for chunk in chunks_of(member):
+                if not put(chunk):
+                    return
+            put(_EOF)
+        except BaseException as error:  # handed to the parsing thread
+            put(error)
+
+    worker = threading.Thread(target=inflate, name="vault-inflate", daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                item = chunks.get(timeout=0.5)
+            except queue.Empty:
+                if stop.is_set():
+                    raise Stopped("stop requested while inflating") from None
+                continue
+            if item is _EOF:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        cancel.set()
+        while worker.is_alive():
+            with contextlib.suppress(queue.Empty):
+                chunks.get(timeout=0.2)
+        worker.join()

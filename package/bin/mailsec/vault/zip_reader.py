@@ -33,7 +33,7 @@ from mailsec.vault.remote_zip import (
     IntegrityError,
     RemoteZipFile,
     TransferError,
-    chunks_of,
+    inflated_ahead,
     iter_members,
 )
 
@@ -105,14 +105,18 @@ class ZipReader:
                 if settled(member_entry):
                     continue
                 with opener() as member:
-                    files.index(
-                        request,
-                        f"{label}/{path}",
-                        member_entry,
-                        chunks_of(member),
-                        export_time,
-                        "extracted",
-                    )
+                    chunks = inflated_ahead(member, self._stop)
+                    try:
+                        files.index(
+                            request,
+                            f"{label}/{path}",
+                            member_entry,
+                            chunks,
+                            export_time,
+                            "extracted",
+                        )
+                    finally:
+                        chunks.close()  # the inflating thread ends before the member closes
             received = remote.finish(item.md5_hex)
         except IntegrityError as error:
             # the bytes are not Google's: every message of the file is read again
