@@ -60,7 +60,9 @@ class SerUsageInputConfig:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Optional[str]]) -> SerUsageInputConfig:
-        chosen = p.csv_list(params, "reports") or list(USAGE_REPORTS)
+        # UCC's multiple select joins its values with "|"; a hand-written conf may use ","
+        raw = (p.text(params, "reports") or "").replace("|", ",")
+        chosen = p.csv_list({"reports": raw}, "reports") or list(USAGE_REPORTS)
         unknown = [name for name in chosen if name not in USAGE_REPORTS]
         if unknown:
             raise p.ConfigError(
