@@ -7,6 +7,7 @@ import pytest
 from ser.conftest import Harness, ca  # noqa: F401  (the session CA fixture)
 from ser.simulator import SimClock
 
+from mailsec.core.secrets import MemorySecretCache
 from mailsec.ser import usage_service
 from ser_usage.simulator import SerUsageSimulator
 
@@ -28,14 +29,20 @@ def clock() -> SimClock:
 
 @pytest.fixture
 def sim(ca, clock):  # noqa: F811
-    with SerUsageSimulator(ca, clock=clock) as simulator:
+    # far above the tests' 10,000 a minute: a test of the limit lowers it
+    with SerUsageSimulator(ca, clock=clock, limit_per_minute=20000) as simulator:
         yield simulator
 
 
 class UsageHarness(Harness):
+    def __init__(self, sim, clock) -> None:
+        super().__init__(sim, clock)
+        self.tokens = MemorySecretCache()  # kept across runs, as storage/passwords is
+
     def cycle(self, sink=None, **params) -> dict:
         run = self.make_run({k: str(v) for k, v in params.items()}, sink)
         run.input_type = "ser_usage"
+        run.secret_cache = self.tokens
         self.last_run = run
         usage_service.run(run)
         return run.extras["stats"]
