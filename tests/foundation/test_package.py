@@ -10,10 +10,14 @@ import pytest
 
 from harness import modinput
 
-# The parameters of SPEC sections 3, 4 and 5, as the SPEC names them.
+# The parameters of SPEC sections 3, 3b, 4 and 5, as the SPEC names them.
 SPEC_PARAMETERS = {
     "ser_report": {
         "account", "interval", "index", "start_date", "window", "settle_minutes",
+        "revisit_days", "max_requests_per_minute",
+    },
+    "ser_usage": {
+        "account", "interval", "index", "start_date", "reports", "settle_hours",
         "revisit_days", "max_requests_per_minute",
     },
     "sense_listener": {
