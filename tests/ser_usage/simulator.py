@@ -175,6 +175,7 @@ class SerUsageSimulator(SerSimulator):
     def __post_init__(self) -> None:
         super().__post_init__()
         self._days: dict[int, tuple] = {}
+        self._users_of_day: dict[int, dict] = {}
 
     # -- data ------------------------------------------------------------------------
 
@@ -192,21 +193,37 @@ class SerUsageSimulator(SerSimulator):
                 self._days[day] = cached
         return cached
 
-    def messages_of(self, start: float, end: float, at: float) -> list:
-        """Messages received in [start, end) before `at`."""
+    def messages_of(self, start: float, end: float, at: float, user: Optional[int] = None) -> list:
+        """Messages received in [start, end) before `at` (of one relay user, or all)."""
         found = []
         for day in range(int(start // DAY), math.ceil(min(end, at) / DAY)):
-            found.extend(m for m in self._day(day)[0] if start <= m.received < min(end, at))
+            messages = self._day(day)[0]
+            if user is not None:
+                messages = self._by_user(day).get(user, ())
+            found.extend(m for m in messages if start <= m.received < min(end, at))
         return found
 
-    def user_counts(self, start: float, end: float, at: Optional[float] = None) -> dict:
+    def _by_user(self, day: int) -> dict:
+        with self._lock:
+            cached = self._users_of_day.get(day)
+        if cached is None:
+            cached = defaultdict(list)
+            for m in self._day(day)[0]:
+                cached[m.user].append(m)
+            with self._lock:
+                self._users_of_day[day] = cached
+        return cached
+
+    def user_counts(
+        self, start: float, end: float, at: Optional[float] = None, user: Optional[int] = None
+    ) -> dict:
         """Per relay user: message counts by kind (at `at`), sizes, failures by
         (domain, DSN code) and the last failure's time."""
         now = self.clock.now() if at is None else at
         per_user: dict[int, Counter] = defaultdict(Counter)
         domains: dict[int, Counter] = defaultdict(Counter)
         last_failed: dict[int, float] = {}
-        for m in self.messages_of(start, end, now):
+        for m in self.messages_of(start, end, now, user):
             kind = m.kind_at(now)
             counts = per_user[m.user]
             counts["requested"] += 1
@@ -277,6 +294,11 @@ class SerUsageSimulator(SerSimulator):
         return rows
 
     def report_rows(self, path: str, start: float, end: float) -> list:
+        match = DOMAIN_RE.match(path)
+        if match:
+            user_id = unquote(match.group(1))
+            user = int(user_id[3:]) if re.match(r"^ru-\d{5}$", user_id) else -1
+            return self.domain_rows(self.user_counts(start, end, user=user)["domains"][user])
         truth = self.user_counts(start, end)
         counts = truth["counts"]
         if path == RELAY_USAGE:
@@ -287,9 +309,7 @@ class SerUsageSimulator(SerSimulator):
                 for user in sorted(counts)
                 if user in truth["last_failed"]
             ]
-        user_id = unquote(DOMAIN_RE.match(path).group(1))
-        users = [u for u in counts if relay_user_id(u) == user_id]
-        return self.domain_rows(truth["domains"][users[0]]) if users else []
+        raise AssertionError(f"no report at {path}")
 
     def traffic_summary(self, start: float, end: float) -> dict:
         total: Counter = Counter()

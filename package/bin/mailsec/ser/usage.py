@@ -35,7 +35,7 @@ SOURCETYPES = {
 # (event field, vendor names in the order they are tried)
 IDENTITY = (("relay_user_id", ("relayUserId", "relay_user_id")), ("name", ("name",)))
 USAGE_COUNTERS = (
-    # the SPEC's `requestedMessages` is `totalMessages` in Proofpoint's client
+    # `requestedMessages` (docs/ser_usage.md) is `totalMessages` in Proofpoint's client
     ("requested_messages", ("requestedMessages", "totalMessages")),
     ("accepted_messages", ("acceptedMessages",)),
     ("sent_messages", ("sentMessages",)),
