@@ -335,3 +335,61 @@ def test_domain_rows_only_for_relay_users_with_delivery_failures(harness, sim):
     assert set(asked) == {k[0] for k in t.domains}
     assert not harness.of("relay_failures") and not harness.of("relay_usage")
     assert len(sim.requests_to(RELAY_FAILURES)) >= 2  # read, though not written
+
+
+def test_a_crash_at_any_write_loses_nothing_and_repeats_carry_the_same_event_id(ca, clock):
+    """Killed after each batch in turn (a day's events, then the next), restarted on
+    the same checkpoint store: every row of every day arrives, and anything written
+    twice is the same event."""
+    from ser.conftest import CrashingSink, Killed
+
+    start = day_of(TODAY - 4 * DAY)
+    with SerUsageSimulator(ca, clock=clock, relay_users=40, limit_per_minute=20000) as sim:
+        whole = UsageHarness(sim, clock)
+        whole.cycle(start_date=start, **FAST)
+        wanted = {e.data["event_id"]: e.data for e in whole.sink.events if "revision" in e.data}
+        for crash_after in range(0, 5):
+            h = UsageHarness(sim, clock)
+            written = []
+            sink = CrashingSink(crash_after)
+            with pytest.raises(Killed):
+                h.cycle(sink=sink, start_date=start, **FAST)
+            written += sink.events
+            h.cycle(start_date=start, **FAST)
+            written += h.sink.events
+            by_id = {}
+            for e in written:
+                if "revision" in e.data:
+                    assert by_id.setdefault(e.data["event_id"], e.data) == e.data
+            assert by_id == wanted, crash_after
+
+
+def test_the_simulator_refuses_a_malformed_date_and_sums_exactly(sim):
+    import requests
+
+    from mailsec.core.http import ca_bundle_file
+
+    verify = ca_bundle_file(sim.ca.cert_pem.decode("ascii"))
+
+    def call(method, path, **kwargs):
+        return requests.request(method, sim.url + path, verify=verify, timeout=10, **kwargs)
+
+    form = {"grant_type": "client_credentials", "client_id": sim.client_id,
+            "client_secret": sim.client_secret}  # fmt: skip
+    token = call("POST", "/v1/token", data=form).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    bad = call(
+        "POST", RELAY_USAGE, headers=headers,
+        json={"dates": {"gte": "2024-6-1", "lte": "2024-06-01"}},
+    )  # fmt: skip
+    assert bad.status_code == 400 and "YYYY-MM-DD" in bad.json()["message"]
+    day = day_of(TODAY - 2 * DAY)
+    summary = call(
+        "GET", "/v1/usage/traffic-summary", headers=headers,
+        params={"dates[gte]": day, "dates[lte]": day},
+    ).json()  # fmt: skip
+    t = truth(sim, TODAY - 2 * DAY)
+    assert summary["totalMessages"] == sum(v["requested_messages"] for v in t.usage.values())
+    assert summary["deliveryFailureMessages"] == sum(t.domains.values())
+    accepted = sum(v["accepted_throughput"] for v in t.usage.values())
+    assert int(summary["acceptedThroughput"]) == accepted
