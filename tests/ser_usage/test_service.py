@@ -393,3 +393,20 @@ def test_the_simulator_refuses_a_malformed_date_and_sums_exactly(sim):
     assert summary["deliveryFailureMessages"] == sum(t.domains.values())
     accepted = sum(v["accepted_throughput"] for v in t.usage.values())
     assert int(summary["acceptedThroughput"]) == accepted
+
+
+def test_the_simulators_own_limit_is_ridden_out_with_and_without_retry_after(harness, sim):
+    # the input allowed far more than the simulator: its 429s, every other one without
+    # Retry-After (a backoff then), are waited out on the simulator's clock
+    sim.limit_per_minute = 20
+    sim.retry_after_mode = "alternate"
+    start = TODAY - 12 * DAY  # 48 requests: over the simulator's minute
+    stats = harness.cycle(start_date=day_of(start), reports="relay_usage,relay_failures", **FAST)
+    assert stats["error"] is None
+    refused = [e for e in sim.log if e.status == 429]
+    assert len(refused) >= 2
+    assert {e.retry_after is None for e in refused} == {True, False}
+    assert harness.state["next_day"] == TODAY
+    for day in range(start, TODAY, DAY):
+        got = {r["relay_user_id"] for r in harness.of("relay_usage") if r["day"] == day_of(day)}
+        assert got == set(truth(sim, day).usage)
