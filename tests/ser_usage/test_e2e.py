@@ -13,6 +13,7 @@ import pytest
 from ser.simulator import SimClock
 
 from harness import modinput
+from harness.alert import read_conf
 from mailsec.core.timeutil import iso_z
 from ser_usage.simulator import SerUsageSimulator, truth
 
@@ -33,6 +34,9 @@ def live_sim(ca):
 
 @pytest.fixture
 def setup(installed_app, splunkd, splunk_home, live_sim, secret_scan):
+    # splunkd serves the add-on's default/*.conf: here, the settings tabs' defaults
+    for stanza, fields in read_conf(installed_app / "default" / "ta_mailsec_settings.conf").items():
+        splunkd.set_conf("ta_mailsec_settings", stanza, fields)
     splunkd.add_account(
         "ser_account", "acme", live_sim.account_fields(), encrypted={"client_secret"}
     )

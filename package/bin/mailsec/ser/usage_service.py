@@ -35,7 +35,7 @@ from mailsec.ser import usage as u
 from mailsec.ser import windows as w
 from mailsec.ser.auth import SerApiError
 from mailsec.ser.config import SerAccount, SerUsageInputConfig
-from mailsec.ser.service import SER_RETRY, client_rate_limiter
+from mailsec.ser.limits import SER_RETRY, client_rate_limiter
 from mailsec.ser.usage_client import (
     PAGE_SIZE,
     RELAY_FAILURES_PATH,
@@ -310,10 +310,13 @@ def run(run: InputRun) -> None:
     # wait ends early when the input is told to stop.
     clock: Callable[[], float] = run.extras.get("clock", time.time)
     sleep: Callable[[float], Any] = run.extras.get("sleep", run.stop.wait)
+    # the account's limit, shared with its other inputs on this host (ser_report's too)
     bucket = client_rate_limiter(
         config.max_requests_per_minute,
         clock=run.extras.get("clock", time.monotonic),
         sleep=sleep,
+        shared_state_dir=run.shared_state_dir,
+        account=config.account,
     )
     with HttpClient(
         ca_bundle_pem=account.ca_bundle,
