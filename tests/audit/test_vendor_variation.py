@@ -51,6 +51,23 @@ def test_a_window_refused_for_good_gives_an_error_event_and_its_retry_count_goes
     assert event["begin_date"] and event["end_date"] and "given up" in event["error"]
     alice = h.checkpoints.get("audit1")["users"]["alice"]
     assert alice["redo"] == [] and alice.get("retries", {}) == {}  # nothing kept for ever
+    # the health dashboard lists it: its search selects this event and shows its fields
+    shown = _health_panel_fields("given_up=true")
+    assert set(shown) - {"_time"} <= set(event)
+
+
+def _health_panel_fields(marker: str) -> list:
+    """The fields the health dashboard's panel (found by `marker` in its query) tables."""
+    from pathlib import Path
+
+    import defusedxml.ElementTree as SafeET
+
+    view = Path(__file__).parents[2] / "package/default/data/ui/views/mailsec_health.xml"
+    queries = [q.text for q in SafeET.parse(str(view)).iter("query") if marker in q.text]
+    assert len(queries) == 1, queries
+    query = queries[0]
+    assert 'sourcetype="google:workspace:audit:export"' in query and "action=error" in query
+    return query.rsplit("| table ", 1)[1].split()
 
 
 def test_a_window_whose_exports_keep_failing_gives_an_error_event(harness, sim):
@@ -123,3 +140,19 @@ def test_an_unforeseen_answer_holds_up_only_its_own_request(harness, sim, monkey
     broken["on"] = False
     h.run_until_idle()
     assert {m["message_id"] for m in h.messages()} == set(expected_messages(sim))
+
+
+@pytest.mark.slow
+def test_the_script_refuses_both_at_save_time_naming_both_fields(installed_app, splunkd):
+    """What splunkd runs when the input is saved: `audit_export.py --validate-arguments`."""
+    from harness import modinput
+
+    result = modinput.validate(
+        installed_app / "bin" / "audit_export.py",
+        "audit_export://probe",
+        {"account": "g", "users": "alice", "include_deleted": "true", "search_query": "x"},
+        server_uri=splunkd.server_uri,
+        session_key=splunkd.session_key,
+    )
+    assert not result.ok
+    assert result.message.startswith("include_deleted:") and "search_query" in result.message
