@@ -9,6 +9,7 @@ import os
 import shutil
 import stat
 import tempfile
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
@@ -134,3 +135,38 @@ def test_sigkill_mid_file_then_restart_every_message_once(
     assert live_sim.calls["create"] == 2  # the killed runs' requests were not made again
     assert files_left(tmpdir_env) == []  # the killed runs' leftovers were swept
     secret_scan.scan_events(seen)
+
+
+BUDGET = "ta_mailsec_audit_budget"
+
+
+def test_budget_records_of_old_days_are_deleted(
+    installed_app, splunkd, splunk_home, live_sim, pgp_keys, secret_scan, tmpdir_env
+):
+    configure(splunkd, live_sim, pgp_keys, secret_scan)
+    today = datetime.now(timezone.utc)
+
+    def day(back: int) -> str:
+        return (today - timedelta(days=back)).strftime("%Y-%m-%d")
+
+    claim = {"state": json.dumps({"owner": "old", "nonce": "n", "purpose": "p", "at": 0})}
+    old = [
+        f"example.com|{day(40)}|000",
+        f"example.com|{day(2)}|007",
+        f"example.com|{day(3)}|exhausted",
+    ]
+    kept = [
+        f"example.com|{day(1)}|000",
+        f"other.example|{day(40)}|000",
+        f"example.com.au|{day(9)}|000",
+    ]
+    for key in old + kept:
+        splunkd.kv_put(BUDGET, {"_key": key, **claim})
+
+    result = run_script(installed_app, splunkd, splunk_home, tmpdir_env)
+    result.assert_clean_exit()
+    records = splunkd.kv_records(BUDGET)
+    assert not set(old) & set(records)
+    assert set(kept) <= set(records)
+    today_records = [key for key in records if key.startswith(f"example.com|{day(0)}|")]
+    assert len(today_records) == 2  # this run's two reservations

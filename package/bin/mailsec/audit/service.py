@@ -134,6 +134,7 @@ class AuditExportService:
                 owner=self.run_.name,
                 clock=self.clock,
             )
+            self._prune_budget()
             key_uploaded = self._ensure_public_key()
             settled = self._settle_creation_in_flight()
             if key_uploaded and settled:
@@ -363,6 +364,25 @@ class AuditExportService:
             window["begin"],
             window["end"],
         )
+
+    def _prune_budget(self) -> None:
+        """Once a UTC day: the budget's reservation records of earlier days go, so
+        the shared collection stays at about two days of records."""
+        day = self.budget.day()
+        if self.state.get("budget_pruned") == day:
+            return
+        try:
+            kept = self.budget.prune()
+        except Exception as error:  # housekeeping: the next day tries again
+            self.log.warning(
+                "could not delete old budget records of domain=%s (%s)",
+                self.domain,
+                type(error).__name__,
+            )
+            return
+        self.log.info("deleted budget records of domain=%s before %s", self.domain, kept)
+        self.state["budget_pruned"] = day
+        self._save()
 
     def _budget_exhausted(self, reason: str) -> None:
         day = self.budget.day()
