@@ -128,3 +128,6 @@ class GoogleAccount:
                 )
         if not self.pgp_public_key.isascii():
             raise p.ConfigError("pgp_public_key", "must be US-ASCII text, as gpg --armor writes it")
+        from mailsec.audit.keycheck import check_pgp_keys
+
+        check_pgp_keys(self.pgp_public_key, self.pgp_private_key, self.pgp_passphrase)

@@ -52,13 +52,15 @@ class KeyUnusable(DecryptError):
 _KEY_ERROR_CODES = frozenset({11, 17, 99, 177})
 
 
-def _key_unusable(result) -> bool:
+def _key_unusable(result, passphrase_given: bool = True) -> bool:
     for line in (getattr(result, "stderr", "") or "").splitlines():
         words = line.split()
         if words[:1] != ["[GNUPG:]"] or len(words) < 2:
             continue
         if words[1] in ("NO_SECKEY", "BAD_PASSPHRASE", "MISSING_PASSPHRASE"):
             return True
+        if words[1] == "NEED_PASSPHRASE" and not passphrase_given:
+            return True  # the key is protected and no passphrase is configured
         code = words[3] if words[1:3] == ["ERROR", "pkdecrypt_failed"] and len(words) > 3 else ""
         if code.isdigit() and int(code) & 0xFFFF in _KEY_ERROR_CODES:
             return True
@@ -79,11 +81,12 @@ def _status_summary(result) -> str:
 
 
 class GnupgSession:
-    """A throw-away GnuPG home holding one private key; use as a context manager."""
+    """A throw-away GnuPG home holding one private key (or none); use as a context
+    manager."""
 
     def __init__(
         self,
-        private_key: str,
+        private_key: Optional[str],
         passphrase: Optional[str],
         workdir: str,
         gpgbinary: str = "gpg",
@@ -100,8 +103,15 @@ class GnupgSession:
                 # lives for one run in a 0700 folder; the passphrase itself is still
                 # checked against the key's own (strong) protection.
                 conf.write("allow-loopback-pinentry\ns2k-count 65536\n")
+            with open(os.path.join(self.home, "gpg.conf"), "w") as conf:
+                # never an external pinentry, even without a passphrase (python-gnupg
+                # asks for loopback only when one is given): a curses or GUI pinentry
+                # would wait for a person who is not there
+                conf.write("pinentry-mode loopback\n")
             self.gpg = gnupg.GPG(gpgbinary=gpgbinary, gnupghome=self.home)
             self.gpg.buffer_size = CHUNK
+            if private_key is None:  # an empty home (the save-time check of a public key)
+                return
             imported = self.gpg.import_keys(private_key)
             if not getattr(imported, "sec_imported", 0):
                 raise ConfigError(
@@ -164,7 +174,7 @@ class GnupgSession:
             raise DecryptError(f"gpg could not be run: {type(error).__name__}: {error}")
         result = outcome.get("result")
         if result is None or not result.ok or result.returncode not in (0, None):
-            if result is not None and _key_unusable(result):
+            if result is not None and _key_unusable(result, self._passphrase is not None):
                 raise KeyUnusable(
                     f"{_status_summary(result)}; check the account's pgp_private_key and "
                     "pgp_passphrase (the key whose public part was uploaded to Google)"
