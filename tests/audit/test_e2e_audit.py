@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import tempfile
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from audit.conftest import PASSPHRASE
+from audit.conftest import PASSPHRASE, sleepers
 from audit.simulator import AuditSimulator
 from harness import modinput
 
@@ -170,3 +172,44 @@ def test_budget_records_of_old_days_are_deleted(
     assert set(kept) <= set(records)
     today_records = [key for key in records if key.startswith(f"example.com|{day(0)}|")]
     assert len(today_records) == 2  # this run's two reservations
+
+
+def test_sigterm_stops_the_script_while_gpg_hangs(
+    installed_app,
+    splunkd,
+    splunk_home,
+    live_sim,
+    pgp_keys,
+    secret_scan,
+    tmpdir_env,
+    hanging_gpg_dir,
+):
+    """splunkd sends SIGTERM when the input is disabled or splunkd stops: the input
+    must end promptly (and take its gpg with it), not wait on gpg for ever."""
+    configure(splunkd, live_sim, pgp_keys, secret_scan)
+    before = sleepers()
+
+    def downloaded(events) -> bool:
+        return any(e.sourcetype == EXPORT and '"downloaded"' in e.data for e in events)
+
+    path = f"{hanging_gpg_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    started = time.monotonic()
+    stanzas = {
+        "audit_export://mailboxes": {"account": "google", "users": "alice", "interval": "900"}
+    }
+    result = modinput.run(
+        installed_app / "bin" / "audit_export.py",
+        stanzas,
+        server_uri=splunkd.server_uri,
+        session_key=splunkd.session_key,
+        splunk_home=splunk_home,
+        env={"TMPDIR": tmpdir_env, "PATH": path},
+        timeout=120,
+        kill_when=downloaded,
+        kill_signal=signal.SIGTERM,
+    )
+    assert result.killed and result.returncode == 0, result.stderr[-2000:]
+    assert time.monotonic() - started < 60
+    assert not result.orphaned_children
+    assert sleepers() - before == set()
+    assert "gnupg" not in result.stderr  # killing gpg is not a library warning on stderr

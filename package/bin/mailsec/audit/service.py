@@ -630,7 +630,10 @@ class AuditExportService:
         """One throw-away GnuPG home per run, made when the first file needs it."""
         if self._gpg is None:
             self._gpg = GnupgSession(
-                self.account.pgp_private_key, self.account.pgp_passphrase, self.root
+                self.account.pgp_private_key,
+                self.account.pgp_passphrase,
+                self.root,
+                stop=self.run_.stop,
             )
         return self._gpg
 
