@@ -1,7 +1,7 @@
 """Base64 decoding of attachments, with SIMD where pybase64's compiled part loads.
 
 `binascii.a2b_base64` decodes about 400-500 MiB/s. Attachments are about 90% of
-the bytes of a typical export and the SPEC asks for the size and SHA-256 of each
+the bytes of a typical export and its events carry the size and SHA-256 of each
 decoded file, so on its own it would cost more than gpg's whole decryption.
 pybase64 (SIMD, several GB/s) is vendored per platform and Python version like
 cryptography (globalConfig.json meta.os-dependentLibraries); where it is missing

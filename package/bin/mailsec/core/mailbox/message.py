@@ -242,7 +242,7 @@ class ParsedMessage:
             return None
 
     def fields(self) -> dict:
-        """The SPEC's message fields (without request context, time and event_id)."""
+        """The message fields of docs/audit_export.md (no request context, time, event_id)."""
         out = {name: self.header(header) for name, header in ADDRESS_FIELDS}
         out["reply_to"] = self.header("Reply-To")
         out["subject"] = self.header("Subject")
