@@ -243,8 +243,9 @@ class AuditApi:
             url = _next_link(root)
             if not url:
                 return
-            if urlsplit(url).netloc.lower() != self._host:
-                raise ApiError("the list feed's next link points to another host: refused")
+            if _origin(url) != self._origin:
+                # the token goes with it: only over https to the API's own host and port
+                raise ApiError("the list feed's next link points elsewhere than api_url: refused")
         raise ApiError(f"the list feed has more than {MAX_PAGES} pages: refused")
 
     def delete(self, user: str, request_id: str) -> str:
