@@ -7,6 +7,10 @@ They are looked up in pyenv's versions (``$PYENV_ROOT``, else ``~/.pyenv``), the
 to get it and exits 1::
 
     python tests/harness/pythons.py 3.13
+
+``run_in_app`` runs a snippet the way an entry script of the built add-on runs: ``python -S``
+from its ``bin`` directory, after ``import import_declare_test`` (which puts ``lib/`` on the
+path), so that only the app's own libraries and the standard library are importable.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 SPLUNK_PYTHONS = ("3.9", "3.13")
 
@@ -70,6 +74,28 @@ def require(version: str) -> str:
             "Run .ci/run, or `pyenv install " + version + "` (docs/development.md)."
         )
     return python
+
+
+def run_in_app(
+    python: str,
+    app: Union[str, Path],
+    code: str,
+    *,
+    env: Optional[dict] = None,
+    stdin: str = "",
+    timeout: float = 60,
+) -> subprocess.CompletedProcess:
+    """Run ``code`` with ``python -S`` in ``<app>/bin`` after ``import import_declare_test``.
+    ``env``: the script's environment (``modinput.script_env``); text in and out."""
+    return subprocess.run(
+        [python, "-S", "-c", "import import_declare_test\n" + code],
+        cwd=Path(app) / "bin",
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 if __name__ == "__main__":
