@@ -10,8 +10,11 @@ VERSION := $(shell $(PYTHON) -c "import json;print(json.load(open('globalConfig.
 OUTPUT := output/$(APP)
 PACKAGE := dist/$(APP)-$(VERSION).tar.gz
 PYTEST_ARGS ?=
+# The Pythons Splunk runs add-on scripts with: 9.x 3.9; 10.x 3.9 or 3.13 (docs/development.md)
+SPLUNK_PYTHONS := 3.9 3.13
+TEST_ENV := PYTHONPATH=package/bin:tests
 
-.PHONY: all venv build package lint format test unit appinspect demo bench clean
+.PHONY: all venv build package lint format test unit e2e appinspect demo bench clean
 
 all: test
 
@@ -48,13 +51,25 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Unit tests on the development Python (the import and compiled-library tests start
+# 3.9 and 3.13 themselves).
 unit: build
-	PYTHONPATH=package/bin:tests $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# End-to-end tests (marked slow: they run the built scripts through tests/harness),
+# once per Splunk Python: every runner starts the scripts with MAILSEC_SCRIPT_PYTHON.
+e2e: build
+	@for version in $(SPLUNK_PYTHONS); do \
+		python=$$($(BIN)/python tests/harness/pythons.py $$version) || exit 1; \
+		echo "== end-to-end tests, add-on scripts on Python $$version: $$python"; \
+		MAILSEC_SCRIPT_PYTHON=$$python $(TEST_ENV) $(BIN)/python -m pytest -m slow $(PYTEST_ARGS) \
+			|| exit 1; \
+	done
 
 appinspect: package
 	$(BIN)/python tools/appinspect_gate.py $(PACKAGE)
 
-test: lint unit appinspect
+test: lint unit e2e appinspect
 
 demo: build
 	PYTHONPATH=package/bin:tests $(BIN)/python -m demo
