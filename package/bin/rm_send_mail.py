@@ -4,7 +4,8 @@ JSON payload on stdin.
 This file replaces the script UCC generates on splunktaucclib's ModularAlertBase:
 that base imports splunk.rest (present only inside Splunk), reads every settings
 tab through the add-on's REST handlers and cannot read an account tab other than
-`account`; it also refuses an empty subject itself, where the SPEC wants RM's code.
+`account`; it also refuses an empty subject itself, where docs/rm_send_mail.md
+promises RM's code.
 The alert form and alert_actions.conf are still UCC's, from globalConfig.json.
 Imports are deferred so that a mail costs as little start-up time as possible.
 """

@@ -1,4 +1,4 @@
-"""A Google Email Audit API simulator (mailbox exports), faithful to SPEC §5 and
+"""A Google Email Audit API simulator (mailbox exports), faithful to docs/audit_export.md and
 the vendor page (seed 004): Atom entries with `<apps:property name= value=>`, the
 feed's unprefixed `<entry>` in a document that declares only prefixed namespaces,
 `201 Created` for uploads and creations, `numberOfFiles` + `fileUrl0..N-1` when

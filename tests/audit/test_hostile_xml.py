@@ -1,5 +1,5 @@
 """Hostile XML (a DTD, entity expansion, an external entity) in any answer of the
-API is refused without expanding anything, and never crashes the input (SPEC §2):
+API is refused without expanding anything, and never crashes the input (docs/audit_export.md):
 the answer is logged with where it came from, an `error` event is written, the
 checkpoint does not move for what the answer was about, and the rest goes on
 where that is safe."""

@@ -10,8 +10,8 @@ import pytest
 
 from harness import modinput
 
-# The parameters of SPEC sections 3, 4 and 5, as the SPEC names them.
-SPEC_PARAMETERS = {
+# The parameters of each part, as its page in docs/ names them.
+DOCUMENTED_PARAMETERS = {
     "ser_report": {
         "account", "interval", "index", "start_date", "window", "settle_minutes",
         "revisit_days", "max_requests_per_minute",
@@ -38,22 +38,22 @@ def conf(path) -> configparser.RawConfigParser:
     return parser
 
 
-@pytest.mark.parametrize("input_type", sorted(SPEC_PARAMETERS))
+@pytest.mark.parametrize("input_type", sorted(DOCUMENTED_PARAMETERS))
 def test_scheme_lists_exactly_the_spec_parameters(installed_app, input_type):
     scheme = modinput.scheme(installed_app / "bin" / f"{input_type}.py")
-    assert set(scheme.arg_names) - {"name"} == SPEC_PARAMETERS[input_type] - SPLUNKD_SETTINGS
+    assert set(scheme.arg_names) - {"name"} == DOCUMENTED_PARAMETERS[input_type] - SPLUNKD_SETTINGS
     assert scheme.use_external_validation
     assert not scheme.use_single_instance
 
 
-@pytest.mark.parametrize("input_type", sorted(SPEC_PARAMETERS))
+@pytest.mark.parametrize("input_type", sorted(DOCUMENTED_PARAMETERS))
 def test_input_form_declares_exactly_the_spec_parameters(built_app, input_type):
     config = json.loads((built_app / "appserver/static/js/build/globalConfig.json").read_text())
     service = next(s for s in config["pages"]["inputs"]["services"] if s["name"] == input_type)
     fields = {entity["field"] for entity in service["entity"]} - {"name"}
     # a long-running listener may carry splunkd's `interval` (restart on exit)
     extra = {"interval"} if input_type == "sense_listener" else set()
-    assert fields - extra == SPEC_PARAMETERS[input_type]
+    assert fields - extra == DOCUMENTED_PARAMETERS[input_type]
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ import pytest
 
 from mailsec.rm import codes, pem_cache, pkcs12, render, validate
 
-SPEC_TABLE = {
+RM_CODE_RANGES = {
     "DONE": "dispatch",
     "MISSING_ANY_PERMISSION": "security",
     "HAS_PERMISSION_BUT_MISSING_WHITELIST_ENTRY": "security",
@@ -36,7 +36,7 @@ SPEC_TABLE = {
 
 
 def test_code_table_is_the_spec_table():
-    assert {c: codes.describe(c).range for c in codes.RM_CODES} == SPEC_TABLE
+    assert {c: codes.describe(c).range for c in codes.RM_CODES} == RM_CODE_RANGES
     for code in codes.CODES:
         info = codes.describe(code)
         assert info.explanation.endswith(".") and info.action_to_take.endswith(".")

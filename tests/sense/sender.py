@@ -1,6 +1,6 @@
 """An Apigee Sense notification sender: posts bot reports the way Sense does.
 
-Facts it follows (seeds/002, SPEC section 4): a report every 5 minutes per org and
+Facts it follows (seeds/002, docs/sense_listener.md): a report every 5 minutes per org and
 environment, nothing when there is no activity; 1 to 300 client IPs per report
 ("maximum number of IPs"), most suspicious first; an optional header whose name
 and value the administrator chooses; the body "a JSON-formatted string" holding
@@ -55,7 +55,7 @@ PLACES = (
 )
 URLS = ("/v1/my/url", "/v1/login", "/v1/products", "/v1/cart", "/v2/search?q=", "/oauth/token")
 
-# Every encoding of SPEC section 4. The first is the canonical form the others are
+# Every encoding docs/sense_listener.md accepts. The first is the canonical form the others are
 # compared with: numbers as numbers, timestamps with 'T', `text` an object.
 ENCODINGS = (
     "object",

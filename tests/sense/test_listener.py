@@ -1,4 +1,4 @@
-"""The sense_listener service over real sockets and real TLS: every answer of SPEC section 4."""
+"""The sense_listener service over real sockets and real TLS: every answer of docs/sense_listener.md."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A Proofpoint SER reporting API simulator (SPEC section 3, seeds 000/001).
+"""A Proofpoint SER reporting API simulator (docs/ser_report.md, seeds 000/001).
 
 - `POST /v1/token`: OAuth client credentials (form fields `grant_type`, `client_id`,
   `client_secret`) answering `access_token` and a configurable `expires_in`; a wrong

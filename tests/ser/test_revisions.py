@@ -152,7 +152,7 @@ def written_revisions(records: list[dict]) -> dict[str, list[tuple[int, dict, se
 
 
 def expected_revisions(sim, polls, last_age: int) -> dict[str, list[tuple[int, dict, set]]]:
-    """What the SPEC says must have been written, from the simulator's truth at the
+    """What docs/ser_report.md says must have been written, from the simulator's truth at the
     time of each poll: a revision (the last one + 1) only when a count differs from
     the last revision written, `final` only from the poll at `last_age` (the window's
     last scheduled one)."""

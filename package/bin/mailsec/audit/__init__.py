@@ -1,1 +1,1 @@
-"""Google Workspace Email Audit API mailbox export watcher (SPEC section 5)."""
+"""Google Workspace Email Audit API mailbox export watcher (docs/audit_export.md)."""

@@ -1,1 +1,1 @@
-"""Release Manager mail alert action (SPEC section 6)."""
+"""Release Manager mail alert action (docs/rm_send_mail.md)."""

@@ -1,4 +1,4 @@
-"""Result codes of the Release Manager REST mail interface (SPEC section 6), and the
+"""Result codes of the Release Manager REST mail interface (docs/rm_send_mail.md), and the
 add-on's own codes for outcomes RM never gets to judge.
 
 Every outcome event carries the code, its range, what it means and what the

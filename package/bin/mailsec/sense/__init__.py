@@ -1,1 +1,1 @@
-"""Apigee Sense webhook receiver (SPEC section 4)."""
+"""Apigee Sense webhook receiver (docs/sense_listener.md)."""

@@ -13,7 +13,8 @@ from mailsec.core import params as p
 
 # RFC 9110 token characters: what a header name may hold
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
-# The SPEC's default: Sense posts from Google's addresses; allowed_sources narrows it.
+# Default `allowed_sources` (docs/sense_listener.md): any address, as Sense posts from
+# Google's addresses; allowed_sources narrows it.
 ANY_ADDRESS = "0.0.0.0"  # noqa: S104
 
 

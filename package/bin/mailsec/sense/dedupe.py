@@ -1,7 +1,7 @@
 """Which Sense reports a listener already indexed, kept across restarts.
 
-The SPEC asks that a `messageId` be remembered for at least 24 hours, across
-restarts. The ledger keeps one KV-store record per input and UTC day
+A `messageId` is remembered for 48 to 72 hours, across restarts
+(docs/sense_listener.md). The ledger keeps one KV-store record per input and UTC day
 (`<input>.<YYYY-MM-DD>`), mapping a report's key to the epoch it was received.
 A lookup consults the current day and the `RETAIN_DAYS - 1` days before it, all held
 in memory, so a repeat is found without a KV-store round trip; recording a report

@@ -1,1 +1,1 @@
-"""Proofpoint Secure Email Relay report poller (SPEC section 3)."""
+"""Proofpoint Secure Email Relay report poller (docs/ser_report.md)."""

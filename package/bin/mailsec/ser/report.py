@@ -1,7 +1,8 @@
 """From a summary answer to events.
 
 Each `applicationUsers` entry becomes one flat record: the four identity fields,
-the status counts, the sizes and the DSN classes under the SPEC's snake_case names.
+the status counts, the sizes and the DSN classes under the snake_case names of
+docs/ser_report.md.
 A missing count is 0; a field SER adds that we do not know is kept (nested ones
 under `<block>_<name>`), so a vendor change never loses data.
 """
