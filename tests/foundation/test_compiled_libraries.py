@@ -75,7 +75,7 @@ import mailsec  # puts this Python's lib/3rdparty folders on sys.path
 import _cffi_backend, cffi, cryptography, pybase64
 from cryptography.hazmat.bindings import _rust
 from pybase64 import _pybase64
-from mailsec.audit import base64fast
+from mailsec.core.mailbox import base64fast
 print(json.dumps({
     "python": "%d.%d" % sys.version_info[:2],
     "files": {
