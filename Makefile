@@ -57,14 +57,18 @@ unit: build
 	$(TEST_ENV) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # End-to-end tests (marked slow: they run the built scripts through tests/harness),
-# once per Splunk Python: every runner starts the scripts with MAILSEC_SCRIPT_PYTHON.
+# once per Splunk Python, the two runs side by side (they mostly wait on their scripts):
+# every runner starts the scripts with MAILSEC_SCRIPT_PYTHON.
+E2E_RUNS := $(addprefix e2e-py,$(SPLUNK_PYTHONS))  # not .PHONY: pattern rules skip those
 e2e: build
-	@for version in $(SPLUNK_PYTHONS); do \
-		python=$$($(BIN)/python tests/harness/pythons.py $$version) || exit 1; \
-		echo "== end-to-end tests, add-on scripts on Python $$version: $$python"; \
-		MAILSEC_SCRIPT_PYTHON=$$python $(TEST_ENV) $(BIN)/python -m pytest -m slow $(PYTEST_ARGS) \
-			|| exit 1; \
-	done
+	@$(MAKE) --no-print-directory -j$(words $(E2E_RUNS)) $(E2E_RUNS)
+
+e2e-py%:
+	@python=$$($(BIN)/python tests/harness/pythons.py $*) || exit 1; \
+	MAILSEC_SCRIPT_PYTHON=$$python $(TEST_ENV) $(BIN)/python -m pytest -m slow -p no:cacheprovider \
+		$(PYTEST_ARGS) > .e2e-py$*.log 2>&1; status=$$?; \
+	echo "== end-to-end tests, add-on scripts on Python $*: $$python"; cat .e2e-py$*.log; \
+	exit $$status
 
 appinspect: package
 	$(BIN)/python tools/appinspect_gate.py $(PACKAGE)
@@ -78,4 +82,4 @@ bench: build
 	@for script in benchmarks/*.py; do echo "== $$script"; PYTHONPATH=package/bin:tests $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf output dist .build.log .package.log .pytest_cache .ruff_cache demo-out
+	rm -rf output dist .build.log .package.log .e2e-py*.log .pytest_cache .ruff_cache demo-out
