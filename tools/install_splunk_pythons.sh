@@ -40,7 +40,6 @@ install_39() {
     local mirror state
     mirror=$(apt_mirror)
     state=$(mktemp -d)
-    trap 'rm -rf "$state"' RETURN
     mkdir -p "$state/lists/partial" "$state/archives/partial"
     echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bullseye main" \
         >"$state/sources.list"
@@ -54,6 +53,7 @@ install_39() {
     rm -rf "$PREFIX"
     mkdir -p "$PREFIX"
     for deb in "$state"/*.deb; do dpkg-deb -x "$deb" "$PREFIX"; done
+    rm -rf "$state"
     mkdir -p "$BIN_DIR"
     cat >"$BIN_DIR/python3.9" <<EOF
 #!/bin/sh
