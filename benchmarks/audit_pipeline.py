@@ -98,8 +98,8 @@ def peak_rss() -> int:
 def pipeline_child(path: str, private_key_path: str, workdir: str) -> None:
     """Runs in its own process: the pipeline as the input runs it."""
     from mailsec.audit.decrypt import GnupgSession
-    from mailsec.audit.pipeline import Emitter, run_pipeline
     from mailsec.core.events import build_event
+    from mailsec.core.mailbox.pipeline import Emitter, run_pipeline
 
     private_key = Path(private_key_path).read_text()
     export_time = datetime(2026, 1, 2, tzinfo=timezone.utc)

@@ -17,16 +17,13 @@ import requests
 
 from mailsec.core.files import private_dir
 from mailsec.core.http import HttpClient, IncompleteBody, iter_body
+from mailsec.core.runtime import Stopped
 
 WORK_PREFIX = "ta_mailsec_audit_"
 
 
 class DownloadError(Exception):
     pass
-
-
-class Stopped(Exception):
-    """The input was asked to stop (SIGTERM, or splunkd went away)."""
 
 
 def work_root(input_name: str, base: Optional[str] = None) -> str:

@@ -14,11 +14,14 @@ One run (splunkd starts it every `interval` seconds):
 The checkpoint (KV store, keyed by input name) is saved after every step that
 changed it, and for files after every batch of events written: at-least-once,
 and a replayed message or lifecycle event carries the same `event_id`.
+
+The window plan, the per-file resume state, the message pipeline and the lifecycle
+events are the ones vault_export uses too (mailsec.core.mailbox); what is this
+API's own stays here: the key upload, the budget, the Atom API, gpg.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import time
@@ -33,17 +36,16 @@ from mailsec.audit.budget import COLLECTION as BUDGET_COLLECTION
 from mailsec.audit.budget import DailyBudget
 from mailsec.audit.config import AuditInputConfig, GoogleAccount
 from mailsec.audit.decrypt import DecryptError, GnupgSession, KeyUnusable
-from mailsec.audit.download import DownloadError, Stopped, download, work_root
-from mailsec.audit.message import ParsedMessage
-from mailsec.audit.pipeline import Emitter, NotAnMbox, run_pipeline
-from mailsec.core.events import Event, build_event
+from mailsec.audit.download import DownloadError, download, work_root
 from mailsec.core.http import HttpClient
+from mailsec.core.mailbox.files import FileIndexer, new_entry, settled
+from mailsec.core.mailbox.lifecycle import Lifecycle
+from mailsec.core.mailbox.pipeline import NotAnMbox
+from mailsec.core.mailbox.windows import UserWindows
 from mailsec.core.params import ConfigError
-from mailsec.core.runtime import InputRun
+from mailsec.core.runtime import InputRun, Stopped
 from mailsec.core.timeutil import UTC, as_utc, format_google, parse_google
 
-MESSAGE_SOURCETYPE = "google:workspace:mailbox:message"
-EXPORT_SOURCETYPE = "google:workspace:audit:export"
 STATE_VERSION = 1
 WARN_AFTER = timedelta(days=18)
 EXPIRES_AFTER = timedelta(days=21)
@@ -85,6 +87,26 @@ class AuditExportService:
     def run(self) -> None:
         service_account = ServiceAccount.from_json(self.account.service_account_json)
         self.state = self._load_state()
+        self.lifecycle = Lifecycle(
+            self.run_.sink, self.domain, self.run_.name, self.config.index, self.clock, api="audit"
+        )
+        self.windows = UserWindows(
+            self.state["users"],
+            self.config.export_every,
+            first_begin=lambda: self.config.first_begin_date or (self._now() - timedelta(days=1)),
+            now=self._now,
+            max_retries=MAX_WINDOW_RETRIES,
+        )
+        self.files = FileIndexer(
+            self.lifecycle,
+            self._save,
+            self.run_.check_stop,
+            self.log,
+            "audit",
+            self.config.include_body,
+            self.config.body_max_bytes,
+            MAX_FILE_ATTEMPTS,
+        )
         root = work_root(self.run_.name, self.workdir_base)
         http = HttpClient(
             ca_bundle_pem=self.account.ca_bundle,
@@ -142,37 +164,6 @@ class AuditExportService:
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), UTC)
 
-    def _check_stop(self) -> None:
-        if self.run_.stop.is_set():
-            raise Stopped("stop requested")
-
-    # -- events -------------------------------------------------------------
-    def _lifecycle(
-        self, action: str, request: Optional[dict], detail: Any = None, **fields: Any
-    ) -> Event:
-        data: dict = {
-            "action": action,
-            "domain": self.domain,
-            "input": self.run_.name,
-        }
-        if request is not None:
-            data.update(
-                request_id=request["id"],
-                user=request["user"],
-                status=request.get("status"),
-                number_of_files=request.get("number_of_files", 0),
-                begin_date=request["begin"],
-                end_date=request["end"],
-            )
-            if request.get("completed"):
-                data["completed_date"] = request["completed"]
-        data.update(fields)
-        key = [self.domain, request["id"] if request else None, action, detail]
-        return build_event(EXPORT_SOURCETYPE, self._now(), data, key, index=self.config.index)
-
-    def _emit(self, *events: Event) -> None:
-        self.run_.sink.write(list(events))
-
     def _refused(
         self,
         endpoint: str,
@@ -188,8 +179,8 @@ class AuditExportService:
         if request is not None:
             where.setdefault("request_id", request["id"])
             where.setdefault("user", request["user"])
-        self._emit(
-            self._lifecycle(
+        self.lifecycle.emit(
+            self.lifecycle.event(
                 "error",
                 request,
                 ("xml_refused", endpoint, sorted(where.items()), self.clock()),
@@ -222,13 +213,6 @@ class AuditExportService:
         return True
 
     # -- 2/3. creating exports ----------------------------------------------
-    def _user_state(self, user: str) -> dict:
-        users = self.state["users"]
-        if user not in users:
-            first = self.config.first_begin_date or (self._now() - timedelta(days=1))
-            users[user] = {"next": format_google(first), "redo": []}
-        return users[user]
-
     def _settle_creation_in_flight(self) -> bool:
         """False when a request in flight could not be settled: then no export may
         be requested in this run (the same window could be requested twice)."""
@@ -264,20 +248,10 @@ class AuditExportService:
         self._save()
         return True
 
-    def _due_windows(self, user: str) -> list:
-        ustate = self._user_state(user)
-        windows = [tuple(window) for window in ustate["redo"]]
-        begin = parse_google(ustate["next"])
-        now = self._now()
-        while begin + self.config.export_every <= now:
-            windows.append((format_google(begin), format_google(begin + self.config.export_every)))
-            begin += self.config.export_every
-        return windows
-
     def _create_due_exports(self) -> None:
         for user in self.users:
-            for begin, end in self._due_windows(user):
-                self._check_stop()
+            for begin, end in self.windows.due(user):
+                self.run_.check_stop()
                 if not self._create_one(user, begin, end):
                     return
 
@@ -342,8 +316,8 @@ class AuditExportService:
                 )
                 return False
             window = {"id": None, "user": f"{user}@{self.domain}", "begin": begin, "end": end}
-            self._emit(
-                self._lifecycle(
+            self.lifecycle.emit(
+                self.lifecycle.event(
                     "error",
                     None,
                     (user, begin, "create"),
@@ -355,7 +329,16 @@ class AuditExportService:
             )
             # saved only once its event is written (at-least-once)
             self.state.pop("creating", None)
-            self._retry_window_later(user, begin, end)  # the next windows go on: no gap
+            # the next windows go on: no gap
+            if self.windows.retry_later(user, begin, end) is None:
+                self.log.error(
+                    "window %s..%s of %s@%s refused %d times: given up",
+                    begin,
+                    end,
+                    user,
+                    self.domain,
+                    MAX_WINDOW_RETRIES + 1,
+                )
             self._save()
             self.log.error("export request for user=%s %s..%s failed: %s", user, begin, end, error)
             return True
@@ -364,38 +347,8 @@ class AuditExportService:
         self._save()
         return True
 
-    def _retry_window_later(self, user: str, begin: str, end: str) -> None:
-        """A window Google refused is requested again on the next runs (up to
-        MAX_WINDOW_RETRIES times), while the windows after it go on."""
-        ustate = self._user_state(user)
-        window = [begin, end]
-        if window in ustate["redo"]:
-            ustate["redo"].remove(window)
-        elif parse_google(end) > parse_google(ustate["next"]):
-            ustate["next"] = end  # from now on it is in `redo`, not a new window
-        retries = ustate.setdefault("retries", {})
-        label = f"{begin}|{end}"
-        if retries.get(label, 0) >= MAX_WINDOW_RETRIES:
-            self.log.error(
-                "window %s..%s of %s@%s refused %d times: given up",
-                begin,
-                end,
-                user,
-                self.domain,
-                MAX_WINDOW_RETRIES + 1,
-            )
-            return
-        retries[label] = retries.get(label, 0) + 1
-        ustate["redo"].append(window)
-
     def _record_created(self, user: str, window: dict, created: ExportRequest) -> None:
-        ustate = self._user_state(user)
-        key = [window["begin"], window["end"]]
-        retries = ustate.get("retries", {}).get(f"{window['begin']}|{window['end']}", 0)
-        if key in ustate["redo"]:
-            ustate["redo"].remove(key)
-        elif parse_google(window["end"]) > parse_google(ustate["next"]):
-            ustate["next"] = window["end"]
+        retries = self.windows.created(user, window["begin"], window["end"])
         request = {
             "id": created.request_id,
             "user": f"{user}@{self.domain}",
@@ -408,7 +361,7 @@ class AuditExportService:
             "files": {},
         }
         self.state["requests"][created.request_id] = request
-        self._emit(self._lifecycle("created", request, None))
+        self.lifecycle.emit(self.lifecycle.event("created", request, None))
         self.log.info(
             "audit_export_created request_id=%s user=%s begin=%s end=%s",
             created.request_id,
@@ -420,8 +373,8 @@ class AuditExportService:
     def _budget_exhausted(self, reason: str) -> None:
         day = self.budget.day()
         if self.state.get("budget_event_day") != day:
-            self._emit(
-                self._lifecycle(
+            self.lifecycle.emit(
+                self.lifecycle.event(
                     "budget_exhausted",
                     None,
                     (day, self.run_.name),
@@ -443,7 +396,7 @@ class AuditExportService:
     # -- 4. polling and processing ------------------------------------------
     def _poll_open_requests(self) -> None:
         for request_id in list(self.state["requests"]):
-            self._check_stop()
+            self.run_.check_stop()
             request = self.state["requests"][request_id]
             if request.get("phase") == "deleting":
                 self._delete(request)
@@ -466,15 +419,17 @@ class AuditExportService:
             request["number_of_files"] = current.number_of_files
             if current.properties.get("completedDate"):
                 request["completed"] = current.properties["completedDate"]
-            self._emit(self._lifecycle("status", request, status, previous_status=previous))
+            self.lifecycle.emit(
+                self.lifecycle.event("status", request, status, previous_status=previous)
+            )
             self._save()
         if status == "PENDING":
             return
         if status == "COMPLETED":
             self._process_completed(request, current)
         elif status == "ERROR":
-            self._emit(
-                self._lifecycle(
+            self.lifecycle.emit(
+                self.lifecycle.event(
                     "error",
                     request,
                     "ERROR",
@@ -485,7 +440,7 @@ class AuditExportService:
             self._forget(request)
         elif status == "EXPIRED":
             written = sum(f.get("written", 0) for f in request["files"].values())
-            self._emit(self._lifecycle("expired", request, None, messages=written))
+            self.lifecycle.emit(self.lifecycle.event("expired", request, None, messages=written))
             if not written:
                 self._redo_window(request)
             self._forget(request)
@@ -496,7 +451,8 @@ class AuditExportService:
             self.log.warning("request_id=%s has unknown status %r", request["id"], status)
 
     def _redo_window(self, request: dict) -> None:
-        if request.get("retries", 0) >= MAX_WINDOW_RETRIES:
+        retries = request.get("retries", 0)
+        if self.windows.redo(request["name"], request["begin"], request["end"], retries) is None:
             self.log.error(
                 "window %s..%s of %s failed %d times: given up",
                 request["begin"],
@@ -504,12 +460,6 @@ class AuditExportService:
                 request["user"],
                 MAX_WINDOW_RETRIES,
             )
-            return
-        ustate = self._user_state(request["name"])
-        ustate["redo"].append([request["begin"], request["end"]])
-        ustate.setdefault("retries", {})[f"{request['begin']}|{request['end']}"] = (
-            request.get("retries", 0) + 1
-        )
 
     def _forget(self, request: dict) -> None:
         self.state["requests"].pop(request["id"], None)
@@ -520,10 +470,10 @@ class AuditExportService:
         request["number_of_files"] = len(urls)
         files = request["files"]
         for index, url in enumerate(urls):
-            entry = files.setdefault(str(index), {"written": 0, "attempts": 0})
-            if entry.get("done") or entry.get("failed"):
+            entry = files.setdefault(str(index), new_entry())
+            if settled(entry):
                 continue
-            self._check_stop()
+            self.run_.check_stop()
             self._process_file(request, index, url, entry)
         if all(files.get(str(i), {}).get("done") for i in range(len(urls))):
             if self.config.delete_after_download:
@@ -546,8 +496,8 @@ class AuditExportService:
             return
         if self._now() - completed_at >= WARN_AFTER:
             expires = completed_at + EXPIRES_AFTER
-            self._emit(
-                self._lifecycle(
+            self.lifecycle.emit(
+                self.lifecycle.event(
                     "warning",
                     request,
                     None,
@@ -565,13 +515,15 @@ class AuditExportService:
             size = download(self.http, url, path, self.api.auth_headers(url), self.run_.stop)
         except DownloadError as error:
             # a missing URL is Google's data, not the network: counted, then given up
-            self._file_error(
+            self.files.error(
                 request, index, entry, f"download: {error}", permanent=False, counted=not url
             )
             return
         try:
             entry["bytes"] = size
-            self._emit(self._lifecycle("downloaded", request, index, file_index=index, bytes=size))
+            self.lifecycle.emit(
+                self.lifecycle.event("downloaded", request, index, file_index=index, bytes=size)
+            )
             self.log.info(
                 "audit_progress request_id=%s file=%d downloaded_bytes=%d",
                 request["id"],
@@ -586,133 +538,17 @@ class AuditExportService:
     def _decrypt_and_index(self, request: dict, index: int, path: str, entry: dict) -> None:
         completed = request.get("completed")
         export_time = parse_google(completed) if completed else self._now()
-
-        def where(ordinal: int) -> dict:
-            """The fields that place a message: its export, file and position."""
-            return {
-                "request_id": request["id"],
-                "user": request["user"],
-                "domain": self.domain,
-                "file_index": index,
-                "ordinal": ordinal,
-            }
-
-        def message_event(ordinal: int, parsed: ParsedMessage) -> Event:
-            fields = parsed.fields()
-            when = parsed.date() or export_time
-            data = where(ordinal)
-            data.update(fields)
-            key = [request["id"], index, ordinal, fields["message_id"]]
-            return build_event(MESSAGE_SOURCETYPE, when, data, key, index=self.config.index)
-
-        def make_event(ordinal: int, parsed: ParsedMessage) -> Event:
-            error_class = parsed.parse_error
-            if not error_class:
-                try:
-                    return message_event(ordinal, parsed)
-                except Exception as error:  # one message never stops the file
-                    error_class = type(error).__name__
-            entry["parse_errors"] = entry.get("parse_errors", 0) + 1
-            self.log.warning(
-                "audit_parse_error request_id=%s file=%d ordinal=%d error=%s",
-                request["id"],
-                index,
-                ordinal,
-                error_class,
-            )
-            data = where(ordinal)
-            data.update(size=parsed.size, parse_error=error_class)
-            data.update(_readable_fields(parsed))
-            key = [request["id"], index, ordinal, data.get("message_id", "")]
-            return build_event(MESSAGE_SOURCETYPE, export_time, data, key, index=self.config.index)
-
-        def write(events: list, durable: int) -> None:
-            self.run_.sink.write(events)
-            entry["written"] = durable
-            if emitter.truncated is not None:  # a resumed run skips that message
-                entry["truncated"] = emitter.truncated
-            self._save()
-            self.log.info(
-                "audit_progress request_id=%s file=%d messages=%d", request["id"], index, durable
-            )
-            self._check_stop()
-
-        emitter = Emitter(
-            make_event,
-            write,
-            skip=entry.get("written", 0),
-            include_body=self.config.include_body,
-            body_max_bytes=self.config.body_max_bytes,
-        )
         try:
-            splitter = run_pipeline(self._gnupg().decrypt_chunks(path), emitter)
+            self.files.index(
+                request, index, entry, self._gnupg().decrypt_chunks(path), export_time, "decrypted"
+            )
         except KeyUnusable as error:
             # the account's key or passphrase is wrong: not the file's fault, not counted
-            self._file_error(request, index, entry, f"decrypt: {error}", permanent=False)
-            return
+            self.files.error(request, index, entry, f"decrypt: {error}", permanent=False)
         except (DecryptError, NotAnMbox) as error:
-            self._file_error(
+            self.files.error(
                 request, index, entry, f"decrypt: {error}", permanent=False, counted=True
             )
-            return
-        self._emit(
-            self._lifecycle(
-                "decrypted",
-                request,
-                index,
-                file_index=index,
-                messages=emitter.messages,
-                bytes=splitter.bytes,
-                parse_errors=entry.get("parse_errors", 0),
-            )
-        )
-        truncated = entry.get("truncated") if emitter.truncated is None else emitter.truncated
-        if truncated is not None:
-            self._emit(
-                self._lifecycle(
-                    "error",
-                    request,
-                    ("truncated", index),
-                    file_index=index,
-                    messages=emitter.messages,
-                    error=f"the mbox of file {index} ends inside message {truncated}: "
-                    "it was indexed with truncated=true",
-                )
-            )
-        # the file is done only once the events reporting it are written (at-least-once)
-        entry["done"] = True
-        entry["messages"] = emitter.messages
-        entry["plaintext_bytes"] = splitter.bytes
-        self._save()
-
-    def _file_error(
-        self,
-        request: dict,
-        index: int,
-        entry: dict,
-        error: str,
-        permanent: bool,
-        counted: bool = False,
-    ) -> None:
-        if counted:
-            entry["attempts"] = entry.get("attempts", 0) + 1
-            if entry["attempts"] >= MAX_FILE_ATTEMPTS:
-                permanent = True
-        if permanent:
-            entry["failed"] = True
-            error += f" (given up after {entry.get('attempts', 0)} attempts; the export is kept)"
-        self._emit(
-            self._lifecycle(
-                "error",
-                request,
-                ("file", index, entry.get("attempts", 0), error[:40]),
-                file_index=index,
-                messages=entry.get("written", 0),
-                error=error,
-            )
-        )
-        self._save()  # after the event: a crash in between repeats the attempt
-        self.log.error("request_id=%s file=%d: %s", request["id"], index, error)
 
     def _gnupg(self) -> GnupgSession:
         """One throw-away GnuPG home per run, made when the first file needs it."""
@@ -737,7 +573,9 @@ class AuditExportService:
             if status == "DELETED":
                 request["status"] = "DELETED"
                 messages = sum(f.get("messages", 0) for f in request["files"].values())
-                self._emit(self._lifecycle("deleted", request, None, messages=messages))
+                self.lifecycle.emit(
+                    self.lifecycle.event("deleted", request, None, messages=messages)
+                )
                 self._forget(request)
                 return
             tries = request["delete_tries"] = request.get("delete_tries", 0) + 1
@@ -750,7 +588,7 @@ class AuditExportService:
                 return  # the next run tries again
             self.sleep(delay)
             waited += delay
-            self._check_stop()
+            self.run_.check_stop()
 
 
 def _user_name(user: str, domain: str) -> str:
@@ -758,21 +596,6 @@ def _user_name(user: str, domain: str) -> str:
     if user_domain and user_domain.lower() != domain:
         raise ConfigError("users", f"{user!r} is not in the account's domain {domain}")
     return name
-
-
-def _readable_fields(parsed: ParsedMessage) -> dict:
-    """The header fields of a message that failed, each one that can still be read."""
-    out = {}
-    for name, header in (
-        ("message_id", "Message-ID"),
-        ("from", "From"),
-        ("to", "To"),
-        ("subject", "Subject"),
-        ("date", "Date"),
-    ):
-        with contextlib.suppress(Exception):  # this one is unreadable too: left out
-            out[name] = parsed.header(header)
-    return out
 
 
 def _safe(text: str) -> str:

@@ -18,6 +18,11 @@ from mailsec.core.http import ProxyConfig
 from mailsec.core.secrets import SecretCache
 
 
+class Stopped(Exception):
+    """The input was asked to stop (SIGTERM, or splunkd went away): raised at the next
+    safe point, after the progress so far was saved."""
+
+
 @dataclass
 class InputRun:
     input_type: str
@@ -40,6 +45,11 @@ class InputRun:
     index: Optional[str] = None
     host: Optional[str] = None
     extras: dict[str, Any] = field(default_factory=dict)
+
+    def check_stop(self) -> None:
+        """Raise Stopped when the input was asked to stop."""
+        if self.stop.is_set():
+            raise Stopped("stop requested")
 
     @property
     def full_name(self) -> str:
