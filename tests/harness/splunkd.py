@@ -449,6 +449,8 @@ class SplunkdStandIn:
         #: username -> password accepted by ``/services/auth/login``
         self.users = dict(users or {"admin": "changeme"})
         self.requests_log: list[RequestRecord] = []
+        #: (realm, username) of every storage/passwords entry sent to a client, in order
+        self.passwords_served: list[tuple[str, str]] = []
         self.unexpected_requests: list[RequestRecord] = []
         #: exceptions raised inside the stand-in (each answered with a 500)
         self.errors: list[BaseException] = []
@@ -696,6 +698,7 @@ class SplunkdStandIn:
 
     def clear_log(self) -> None:
         self.requests_log.clear()
+        self.passwords_served.clear()
         self.unexpected_requests.clear()
 
     # -- request handling --------------------------------------------------
@@ -1090,6 +1093,11 @@ class SplunkdStandIn:
 
     # -- storage/passwords ---------------------------------------------------
 
+    def _served(self, entries: list[_Entry]) -> list[_Entry]:
+        """Record which storage/passwords entries (clear text included) a client gets."""
+        self.passwords_served.extend((e.content["realm"], e.content["username"]) for e in entries)
+        return entries
+
     def _password_entry(self, e: PasswordEntry) -> _Entry:
         content = {
             "clear_password": e.clear_password,
@@ -1107,7 +1115,7 @@ class SplunkdStandIn:
         if name is None:
             if req.method == "GET":
                 entries = [self._password_entry(e) for e in passwords.values()]
-                return self._feed(req, "passwords", coll, self._filter(req, entries))
+                return self._feed(req, "passwords", coll, self._served(self._filter(req, entries)))
             if req.method == "POST":
                 fields = req.fields()
                 user, password = fields.get("name"), fields.get("password")
@@ -1120,23 +1128,25 @@ class SplunkdStandIn:
                 if probe.name in passwords:
                     raise _HTTPError(409, f"An object with name={probe.name} already exists")
                 entry = self.state.put_password(realm, user, password)
-                return self._feed(req, "passwords", coll, [self._password_entry(entry)], 201)
+                return self._feed(
+                    req, "passwords", coll, self._served([self._password_entry(entry)]), 201
+                )
             return self._method_not_allowed()
         entry = passwords.get(name)
         if entry is None:
             raise _HTTPError(404, f"Could not find object id={name}")
         if req.method == "GET":
-            return self._feed(req, "passwords", coll, [self._password_entry(entry)])
+            return self._feed(req, "passwords", coll, self._served([self._password_entry(entry)]))
         if req.method == "POST":
             fields = req.fields()
             if "password" not in fields:
                 raise _HTTPError(400, "Missing argument: password")
             entry = self.state.put_password(entry.realm, entry.username, fields["password"])
-            return self._feed(req, "passwords", coll, [self._password_entry(entry)])
+            return self._feed(req, "passwords", coll, self._served([self._password_entry(entry)]))
         if req.method == "DELETE":
             del passwords[name]
             entries = [self._password_entry(e) for e in passwords.values()]
-            return self._feed(req, "passwords", coll, self._filter(req, entries))
+            return self._feed(req, "passwords", coll, self._served(self._filter(req, entries)))
         return self._method_not_allowed()
 
     # -- KV store: collections config ---------------------------------------

@@ -22,7 +22,10 @@ answers `{"code": ...}` with HTTP 200, as the vendor's Java example reads it:
 13. otherwise the mail lands in `mailbox`     -> DONE
 
 Injectable failures (`fail_next`), each for the next connection or request:
-`reset_on_connect` (TCP reset before TLS), `status_503` (503 before the body is
+`reset_on_connect` (TCP reset before TLS), `refuse_handshake` (RM refuses the TLS
+handshake: the ClientHello is answered with a fatal `handshake_failure` alert, level 2
+description 40, as RFC 5246 section 7.2 and RFC 8446 section 6 define it; RM was seen
+refusing handshakes so, as reported in the project's issue 10), `status_503` (503 before the body is
 read), `hang` (body read, no answer until `release()`), `reset_after_request`,
 `code:<ANY>` (an unknown or chosen code), `not_json` (an HTML error page).
 `pause()` closes the listening socket (connection refused) and `resume()` opens
@@ -47,7 +50,9 @@ from cryptography.x509.oid import NameOID
 from harness.certs import Issued, TestCA, TLSHTTPServer, server_ssl_context
 
 PATH_PREFIX = "/rest/mail/sendQueue/"
-CONNECTION_FAILURES = {"reset_on_connect"}
+CONNECTION_FAILURES = {"reset_on_connect", "refuse_handshake"}
+# a TLS record (content type 21 = alert, version 3.3, length 2): fatal, handshake_failure
+HANDSHAKE_FAILURE_ALERT = bytes([21, 3, 3, 0, 2, 2, 40])
 REQUEST_FAILURES = {"status_503", "hang", "reset_after_request", "not_json"}
 
 
@@ -123,7 +128,21 @@ class _Server(TLSHTTPServer):
         if failure == "reset_on_connect":
             _reset(request)
             return
+        if failure == "refuse_handshake":
+            _refuse_handshake(request)
+            return
         super().finish_request(request, client_address)
+
+
+def _refuse_handshake(sock: socket.socket) -> None:
+    sock.settimeout(5)
+    try:
+        sock.recv(65536)  # the ClientHello
+        sock.sendall(HANDSHAKE_FAILURE_ALERT)
+    except OSError:
+        pass
+    finally:
+        sock.close()
 
 
 def _reset(sock: socket.socket) -> None:

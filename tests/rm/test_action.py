@@ -311,6 +311,23 @@ def test_reset_during_handshake_is_retried(run_action, sim):
     assert len(sim.mailbox) == 1
 
 
+def test_a_refused_handshake_is_retried(run_action, sim):
+    """RM's fatal handshake_failure alert: no request left, so no mail can have."""
+    sim.fail_next("refuse_handshake", "refuse_handshake")
+    run = run_action()
+    assert run.event["code"] == "DONE" and run.event["attempts"] == 3
+    assert len(run.sleeps) == 2 and len(sim.mailbox) == 1 and len(sim.requests) == 1
+
+
+def test_a_handshake_refused_every_time_is_reported_after_three_attempts(run_action, sim):
+    sim.fail_next("refuse_handshake", "refuse_handshake", "refuse_handshake")
+    run = run_action()
+    assert_reported(run, "TLS_HANDSHAKE_FAILED")
+    assert "HANDSHAKE_FAILURE" in run.event["detail"].upper()
+    assert run.event["attempts"] == 3 and run.event["sent"] is False
+    assert sim.requests == [] and sim.mailbox == [] and sim.connections == 3
+
+
 def test_503_before_the_body_is_read_is_retried(run_action, sim):
     sim.fail_next("status_503")
     run = run_action()

@@ -178,7 +178,8 @@ def test_certificate_cache_across_runs(
     script, sim, account, splunkd, splunk_home, tmp_path, secret_scan, client_cert, ca
 ):
     """The first mail stores the PEM form in storage/passwords; the next one reads it
-    with the account's secrets and never loads cryptography; a new PKCS#12 replaces it."""
+    (its own entry only, after the account's) and never loads cryptography; a new
+    PKCS#12 replaces it."""
     timed = {"TA_MAILSEC_RM_TIMINGS": "1"}
     first, _, [event] = run(script, splunkd, splunk_home, tmp_path, env=timed)
     first.assert_ok()
@@ -195,7 +196,12 @@ def test_certificate_cache_across_runs(
     assert phases(second)["certificate_source"] == "cache"
     assert phases(second)["cryptography_imported"] is False
     calls = [(r.method, r.path.rsplit("/", 1)[-1]) for r in splunkd.requests_log]
-    assert calls == [("GET", "rm1"), ("GET", "passwords"), ("GET", "conf-ta_mailsec_settings")]
+    assert calls == [
+        ("GET", "rm1"),
+        ("GET", "passwords"),  # the account's secrets
+        ("GET", "conf-ta_mailsec_settings"),
+        ("GET", "passwords"),  # its certificate cache entry
+    ]
 
     renewed = ca.issue_client("splunk-rm", email=SENDER)
     p12 = base64.b64encode(renewed.to_pkcs12(P12_PASSWORD.encode())).decode()
@@ -216,3 +222,51 @@ def test_certificate_cache_across_runs(
     for result in (first, second, third):
         secret_scan.watch("alert run", result)
     assert len(sim.mailbox) == 3
+
+
+def test_the_action_reads_only_its_account_the_proxy_and_its_certificate_cache(
+    script, sim, account, splunkd, splunk_home, tmp_path
+):
+    """Least privilege (docs/security.md): every other secret of the add-on is in
+    storage/passwords too, and none of it reaches the action's process."""
+    from mailsec.adapters.settings import addon_realm, conf_realm, input_realm
+    from mailsec.adapters.stored_secrets import split_chunk
+
+    splunkd.add_account("rm_account", "rm2", {**account}, encrypted=("certificate_password",))
+    splunkd.add_account(
+        "ser_account", "rm1", {"client_secret": "ser"}, encrypted=("client_secret",)
+    )
+    splunkd.add_account(
+        "google_account", "g", {"pgp_passphrase": "pgp"}, encrypted=("pgp_passphrase",)
+    )
+    splunkd.add_input_secrets("sense_listener", "rm1", {"api_key_value": "sense"})
+    splunkd.state.store_credential(addon_realm("token_cache"), "ser_report.rm1.token", "tok")
+    splunkd.set_settings(
+        "proxy",
+        {"proxy_enabled": "0", "proxy_url": "p.example", "proxy_password": "proxy-pass"},
+        encrypted=("proxy_password",),
+    )
+    allowed = {
+        (conf_realm("ta_mailsec_rm_account"), "rm1"),
+        (conf_realm("ta_mailsec_settings"), "proxy"),
+        (CACHE_REALM, "rm1"),
+    }
+    for attempt in ("converts the PKCS#12 and caches it", "reads the cache"):
+        splunkd.clear_log()
+        _result, _, [event] = run(script, splunkd, splunk_home, tmp_path)
+        assert event["code"] == "DONE", attempt
+        served = {(realm, split_chunk(user)[0]) for realm, user in splunkd.passwords_served}
+        assert served <= allowed, attempt
+        assert (conf_realm("ta_mailsec_rm_account"), "rm1") in served
+    assert (input_realm("sense_listener"), "rm1") not in served
+
+
+def test_a_refused_handshake_is_retried_by_the_script(
+    script, sim, account, splunkd, splunk_home, tmp_path
+):
+    sim.fail_next("refuse_handshake")
+    result, _, [event] = run(script, splunkd, splunk_home, tmp_path)
+    result.assert_ok()
+    assert event["code"] == "DONE" and event["attempts"] == 2
+    assert len(sim.mailbox) == 1 and sim.connections == 2
+    assert "retry in" in result.log_text()  # the refused attempt is logged

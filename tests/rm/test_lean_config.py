@@ -12,17 +12,10 @@ from solnlib.credentials import CredentialManager
 
 from harness.splunkd import SplunkdStandIn
 from mailsec.adapters import config as solnlib_config
-from mailsec.adapters.lean_config import (
-    CRED_END_MARK,
-    CRED_SEP,
-    LeanSplunkd,
-    SplunkdError,
-    load_account,
-    load_settings,
-    reassemble,
-)
-from mailsec.adapters.settings import addon_realm
+from mailsec.adapters.lean_config import LeanSplunkd, SplunkdError, load_account, load_settings
+from mailsec.adapters.settings import addon_realm, conf_realm
 from mailsec.adapters.splunkd import Splunkd
+from mailsec.adapters.stored_secrets import CRED_END_MARK, CRED_SEP, reassemble, split_chunk
 from mailsec.core.params import ConfigError
 
 LONG_SECRET = "s3cr3t-" + "x" * 700  # three chunks and an end marker
@@ -62,14 +55,20 @@ def test_same_account_and_settings_as_solnlib(seeded):
     account = load_account(reader, "rm_account", "rm1")
     settings = load_settings(reader)
     lean_calls = list(seeded.requests_log)
+    served = set(seeded.passwords_served)
     assert account == without_metadata(solnlib_config.load_account(where, "rm_account", "rm1"))
     assert account["client_certificate"] == LONG_SECRET and account["ca_bundle"] is None
     expected = solnlib_config.load_settings(where)
     assert settings == {k: without_metadata(v) for k, v in expected.items()}
     assert settings["proxy"]["proxy_password"] == "proxy-pass-1"
-    # the secrets of the account and of the settings in one storage/passwords call
-    assert [r.method for r in lean_calls] == ["GET", "GET", "GET"]
-    assert sum("storage/passwords" in r.path for r in lean_calls) == 1
+    # the account's own secrets and the settings' (the proxy password), nothing else:
+    # not the ser_account of the same name
+    assert [r.method for r in lean_calls] == ["GET"] * 4
+    assert sum("storage/passwords" in r.path for r in lean_calls) == 2
+    assert {(realm, split_chunk(user)[0]) for realm, user in served} == {
+        (conf_realm("ta_mailsec_rm_account"), "rm1"),
+        (conf_realm("ta_mailsec_settings"), "proxy"),
+    }
     assert all(r.query.get("output_mode") == "json" for r in lean_calls)
     reader.close()
 
@@ -106,8 +105,11 @@ def test_own_secrets_are_written_as_solnlib_writes_them(seeded):
     manager = CredentialManager(seeded.session_key, "TA_mailsec", realm=realm, **seeded.location)
     assert manager.get_password("rm1") == long_value
     assert lean(seeded).secret(realm, "rm1") == long_value
-    # a shorter value replaces it, and the chunks it no longer needs are removed
+    # a shorter value replaces it, and the chunks it no longer needs are removed,
+    # without splunkd's answer to the DELETE handing over the other secrets
+    seeded.clear_log()
     reader.set_secret(realm, "rm1", "short")
+    assert {(r, split_chunk(u)[0]) for r, u in seeded.passwords_served} == {(realm, "rm1")}
     assert manager.get_password("rm1") == "short"
     assert lean(seeded).secret(realm, "rm1") == "short"
     users = [e["username"] for e in seeded.passwords_raw() if e["realm"] == realm]

@@ -330,3 +330,33 @@ def forget_checkpoint(splunkd) -> None:
         Splunkd(splunkd.server_uri, splunkd.session_key), "ta_mailsec_ser_report_checkpoints"
     )
     store.delete("main")
+
+
+def test_two_inputs_on_one_account_share_its_rate_limit(installed_app, splunkd, splunk_home, ca):
+    """Two ser_report processes polling one account at once take their requests from
+    one per-account bucket: together they stay within one input's rate (capacity +
+    rate x time), where each on its own would spend all of it."""
+    from ser.simulator import SUMMARY_PATH
+
+    with SerSimulator(ca, clock=RealClock(), pending_messages=False) as sim:
+        splunkd.add_account(
+            "ser_account", "acme", sim.account_fields(), encrypted={"client_secret"}
+        )
+        start = int(time.time() // HOUR * HOUR - 41 * HOUR)
+        common = {"account": "acme", "index": "mail", "interval": "300", "window": "1h",
+                  "start_date": iso_z(start), "revisit_days": "0",
+                  "max_requests_per_minute": "600"}  # fmt: skip
+        where = dict(
+            server_uri=splunkd.server_uri, session_key=splunkd.session_key, splunk_home=splunk_home
+        )
+        script = installed_app / "bin" / "ser_report.py"
+        with modinput.start(script, {"ser_report://one": common}, **where) as one, \
+                modinput.start(script, {"ser_report://two": common}, **where) as two:  # fmt: skip
+            assert one.wait(timeout=120) == 0 and two.wait(timeout=120) == 0
+        times = sorted(e.at for e in sim.log if e.path == SUMMARY_PATH)
+    # each input: 40 or 41 windows and one licence-to-date call
+    assert len(times) >= 80
+    # client_rate_limiter(600): 10 in the bucket, 578 a minute
+    rate, capacity = 578 / 60.0, 10
+    assert len(times) <= capacity + rate * (times[-1] - times[0]) + 2
+    assert (splunk_home / "var/run/splunk/TA_mailsec/rate_limits").is_dir()

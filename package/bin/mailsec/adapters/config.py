@@ -11,9 +11,9 @@ import json
 from typing import Optional
 
 from solnlib import conf_manager
-from solnlib.credentials import CredentialManager, CredentialNotExistException
 
 from mailsec.adapters import settings as names
+from mailsec.adapters.secret_cache import read_credential
 from mailsec.adapters.settings import SETTINGS_CONF, conf_for_tab, conf_realm, input_realm
 from mailsec.adapters.splunkd import Splunkd
 from mailsec.core.http import ProxyConfig
@@ -55,10 +55,5 @@ def proxy_from_settings(settings: dict) -> Optional[ProxyConfig]:
 
 def load_input_secrets(splunkd: Splunkd, input_type: str, input_name: str) -> dict:
     """An input's own encrypted fields: the XML configuration only shows `******`."""
-    manager = CredentialManager(
-        splunkd.session_key, splunkd.app, realm=input_realm(input_type), **splunkd.connection
-    )
-    try:
-        return json.loads(manager.get_password(input_name))
-    except CredentialNotExistException:
-        return {}
+    stored = read_credential(splunkd, input_realm(input_type), input_name)
+    return json.loads(stored) if stored else {}

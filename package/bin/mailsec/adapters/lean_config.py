@@ -10,10 +10,10 @@ run. Modular inputs keep solnlib.
 splunkd's management certificate is not verified, as splunklib and solnlib do not
 verify it: it is self-signed by default, and the URI comes from splunkd itself.
 
-The storage/passwords layout is UCC's, written through solnlib's CredentialManager:
-one value (UCC: a JSON object of a stanza's encrypted fields) in 255-character
-chunks named `<user>``splunk_cred_sep``<n>`, ended by an end-marker chunk. The
-add-on's own entries (`set_secret`) are written the same way.
+The storage/passwords layout is UCC's (mailsec.adapters.stored_secrets); the add-on's
+own entries (`set_secret`) are written the same way. Each value is asked for by realm
+and user: the action reads the secrets of its own account, the proxy's and its
+certificate cache, never the rest of the add-on's (docs/security.md).
 """
 
 from __future__ import annotations
@@ -23,21 +23,18 @@ import ssl
 from typing import Optional
 
 from mailsec import APP_NAME
-from mailsec.adapters.settings import (
-    REALM_PREFIX,
-    SETTINGS_CONF,
-    conf_for_tab,
-    conf_realm,
+from mailsec.adapters.settings import SETTINGS_CONF, conf_for_tab, conf_realm
+from mailsec.adapters.stored_secrets import (
+    CRED_SEP,
+    belongs_to,
+    chunked,
+    reassemble,
+    search_filter,
+    split_chunk,
 )
 from mailsec.core.lean_http import Connection, form_encode, quote, split_uri
 from mailsec.core.params import MASKED, ConfigError
 
-CRED_SEP = "``splunk_cred_sep``"
-CRED_END_MARK = (
-    "``splunk_cred_sep``S``splunk_cred_sep``P``splunk_cred_sep``L``splunk_cred_sep``"
-    "U``splunk_cred_sep``N``splunk_cred_sep``K``splunk_cred_sep``"
-)
-CRED_CHUNK = 255  # splunkd encrypts at most 255 characters per entry (solnlib)
 _META = ("eai:", "disabled")
 
 
@@ -47,39 +44,6 @@ class SplunkdError(Exception):
     def __init__(self, message: str, status: Optional[int] = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-def split_chunk(username: str) -> tuple[str, Optional[int]]:
-    """`rm1``splunk_cred_sep``3` -> ("rm1", 3); a name without a chunk number -> (name, None)."""
-    base, sep, number = username.rpartition(CRED_SEP)
-    if sep and base and number.isdigit():
-        return base, int(number)
-    return username, None
-
-
-def reassemble(entries: list[dict]) -> dict[tuple[str, str], str]:
-    """{(realm, user): clear value} from storage/passwords entries' content, as
-    solnlib's CredentialManager reads them: chunks joined in order up to the end
-    marker (chunks after it are left over from a longer older value); an entry
-    without a chunk number (an older solnlib's) counts unless chunks exist."""
-    chunks: dict[tuple[str, str], dict[int, str]] = {}
-    whole: dict[tuple[str, str], str] = {}
-    for content in entries:
-        realm = content.get("realm") or ""
-        user, index = split_chunk(content.get("username") or "")
-        clear = content.get("clear_password") or ""
-        if index is None:
-            whole[(realm, user)] = clear
-        else:
-            chunks.setdefault((realm, user), {})[index] = clear
-    for key, parts in chunks.items():
-        joined = []
-        for index in sorted(parts):
-            if parts[index] == CRED_END_MARK:
-                break
-            joined.append(parts[index])
-        whole[key] = "".join(joined)
-    return whole
 
 
 class LeanSplunkd:
@@ -94,8 +58,8 @@ class LeanSplunkd:
         self._base = f"/servicesNS/nobody/{quote(app)}/"
         self._timeout = timeout
         self._connection: Optional[Connection] = None
-        #: storage/passwords entries (content) of every realm of the add-on
-        self._prefetched: Optional[list[dict]] = None
+        #: storage/passwords entries (content) already read, by (realm, user)
+        self._read: dict[tuple[str, Optional[str]], list[dict]] = {}
 
     def _connect(self) -> Connection:
         if self._connection is None:
@@ -167,36 +131,30 @@ class LeanSplunkd:
             for entry in document.get("entry", [])
         }
 
-    def _password_entries(self, realm_filter: str) -> list[dict]:
-        document = self._get("storage/passwords", count=-1, search=f"realm={realm_filter}") or {}
-        return [entry.get("content", {}) for entry in document.get("entry", [])]
-
-    def _entries(self, realm: str) -> list[dict]:
-        """The storage/passwords entries of one realm. The first call reads those of
-        every realm of this add-on at once (splunkd's `realm=` filter matches
-        substrings): the account's secrets, the certificate cache and the proxy
-        password then cost one round trip."""
-        if self._prefetched is None:
-            self._prefetched = self._password_entries(REALM_PREFIX)
-        if self._prefetched:
-            return [e for e in self._prefetched if e.get("realm") == realm]
-        # nothing at all under the prefix: ask for the realm itself rather than
-        # trust the filter
-        return [e for e in self._password_entries(realm) if e.get("realm") == realm]
+    def _entries(self, realm: str, user: Optional[str] = None) -> list[dict]:
+        """The storage/passwords entries (content) of one realm, of one user when
+        given, read once."""
+        key = (realm, user)
+        if key not in self._read:
+            search = search_filter(realm, user)
+            document = self._get("storage/passwords", count=-1, search=search) or {}
+            self._read[key] = [
+                content
+                for content in (entry.get("content", {}) for entry in document.get("entry", []))
+                if belongs_to(content, realm, user)
+            ]
+        return self._read[key]
 
     def secret(self, realm: str, user: str) -> Optional[str]:
         """One clear value (chunks put together), or None."""
-        return reassemble(self._entries(realm)).get((realm, user))
+        return reassemble(self._entries(realm, user)).get((realm, user))
 
     def secrets(self, realm: str) -> dict[str, dict]:
         """{stanza: {encrypted field: clear value}} for one UCC realm."""
         out = {}
         for (_realm, user), text in reassemble(self._entries(realm)).items():
-            try:
-                value = json.loads(text)
-            except ValueError:
-                continue
-            if isinstance(value, dict):
+            value = _json_object(text)
+            if value is not None:
                 out[user] = value
         return out
 
@@ -205,31 +163,35 @@ class LeanSplunkd:
         and an end marker), then remove chunks left over from a longer older value."""
         existing = {
             index
-            for content in self._entries(realm)
-            if content.get("realm") == realm
+            for content in self._entries(realm, user)
             for name, index in [split_chunk(content.get("username") or "")]
-            if name == user and index is not None
+            if index is not None
         }
-        pieces = [value[i : i + CRED_CHUNK] for i in range(0, len(value), CRED_CHUNK)]
-        pieces.append(CRED_END_MARK)
-        for index, piece in enumerate(pieces, start=1):
-            chunk_user = f"{user}{CRED_SEP}{index}"
+        chunks = chunked(user, value)
+        for index, chunk_user, piece in chunks:
             if index in existing:
                 self._post(_entry_path(realm, chunk_user), {"password": piece})
             else:
                 self._post(
                     "storage/passwords", {"name": chunk_user, "password": piece, "realm": realm}
                 )
-        for index in sorted(existing - set(range(1, len(pieces) + 1))):
-            self._call("DELETE", _entry_path(realm, f"{user}{CRED_SEP}{index}"))
-        self._prefetched = None  # read again when next asked
+        for index in sorted(existing - {index for index, _user, _piece in chunks}):
+            self._delete(realm, user, f"{user}{CRED_SEP}{index}")
+        self._forget(realm)  # read again when next asked
 
     def delete_secret(self, realm: str, user: str) -> None:
-        for content in self._entries(realm):
-            name, _index = split_chunk(content.get("username") or "")
-            if content.get("realm") == realm and name == user:
-                self._call("DELETE", _entry_path(realm, content["username"]))
-        self._prefetched = None
+        for content in self._entries(realm, user):
+            self._delete(realm, user, content["username"])
+        self._forget(realm)
+
+    def _delete(self, realm: str, user: str, entry_user: str) -> None:
+        # splunkd answers a DELETE with the entries left in the collection, clear text
+        # included: the filter narrows that answer to this value's own entries
+        query = {"search": search_filter(realm, user)}
+        self._call("DELETE", _entry_path(realm, entry_user), query=query)
+
+    def _forget(self, realm: str) -> None:
+        self._read = {key: value for key, value in self._read.items() if key[0] != realm}
 
     def secret_cache(self, realm: str) -> RealmCache:
         """One realm as a core.secrets.SecretCache (names are user names)."""
@@ -238,8 +200,10 @@ class LeanSplunkd:
     def _post(self, path: str, form: dict) -> None:
         self._call("POST", path, form)
 
-    def _call(self, method: str, path: str, form: Optional[dict] = None) -> None:
-        status, _document = self.request(method, path, form=form)
+    def _call(
+        self, method: str, path: str, form: Optional[dict] = None, query: Optional[dict] = None
+    ) -> None:
+        status, _document = self.request(method, path, query, form=form)
         if status >= 300:
             where = path.split("?")[0]
             raise SplunkdError(f"splunkd answered {status} to {method} {where}", status)
@@ -267,6 +231,14 @@ def _entry_path(realm: str, user: str) -> str:
     return "storage/passwords/" + quote(f"{escape(realm)}:{escape(user)}:")
 
 
+def _json_object(text: Optional[str]) -> Optional[dict]:
+    try:
+        value = json.loads(text) if text else None
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _merge(fields: dict, secrets: dict) -> dict:
     merged = dict(fields)
     for key, value in secrets.items():
@@ -283,7 +255,7 @@ def load_account(splunkd: LeanSplunkd, tab: str, name: str) -> dict:
     if stanza is None:
         raise ConfigError("account", f"no {tab} named {name!r}: add it on the Configuration page")
     if any(value == MASKED for value in stanza.values()):
-        stanza = _merge(stanza, splunkd.secrets(conf_realm(conf)).get(name, {}))
+        stanza = _merge(stanza, _json_object(splunkd.secret(conf_realm(conf), name)) or {})
     return stanza
 
 

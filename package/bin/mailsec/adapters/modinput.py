@@ -18,6 +18,7 @@ from typing import Callable, Optional
 from solnlib import log
 from splunklib import modularinput as smi
 
+from mailsec import APP_NAME
 from mailsec.adapters import config
 from mailsec.adapters import settings as names
 from mailsec.adapters.kvstore import KVStoreCheckpointStore, checkpoint_collection
@@ -168,6 +169,14 @@ def validate(definition: smi.ValidationDefinition, parse: Callable[[Mapping], ob
         raise ValueError(str(error)) from None
 
 
+def shared_state_dir() -> Optional[str]:
+    """$SPLUNK_HOME/var/run/splunk/TA_mailsec: state the add-on's processes on this
+    host share (the per-account rate limits, docs/ser_report.md). It matters for a
+    minute at most: losing it costs nothing."""
+    home = os.environ.get("SPLUNK_HOME")
+    return os.path.join(home, "var", "run", "splunk", APP_NAME) if home else None
+
+
 def run_inputs(
     input_type: str,
     inputs: smi.InputDefinition,
@@ -205,6 +214,7 @@ def run_inputs(
                 stop=stop,
                 index=params.get("index"),
                 host=params.get("host"),
+                shared_state_dir=shared_state_dir(),
             )
             service(run)
             # the health dashboard's "last successful run" reads this line

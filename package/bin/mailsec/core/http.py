@@ -31,7 +31,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from mailsec import APP_NAME
 from mailsec.core.files import private_dir
-from mailsec.core.ratelimit import TokenBucket
+from mailsec.core.ratelimit import RateLimiter
 
 USER_AGENT = f"{APP_NAME}/1.0"
 PEM_CERT_MARKER = "-----BEGIN CERTIFICATE-----"
@@ -123,7 +123,7 @@ class HttpClient:
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
         retry: RetryPolicy = DEFAULT_RETRY,
-        rate_limiter: Optional[TokenBucket] = None,
+        rate_limiter: Optional[RateLimiter] = None,
         logger: Optional[logging.Logger] = None,
         sleep: Callable[[float], None] = time.sleep,
         wall_clock: Callable[[], float] = time.time,

@@ -1,10 +1,14 @@
-"""A token-bucket rate limiter with an injectable clock (tests use a fake one)."""
+"""Token-bucket rate limiters with an injectable clock (tests use a fake one): one
+kept in memory, and one kept in a file that several processes share."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import threading
 import time
-from typing import Callable
+from typing import Callable, Protocol
 
 
 class TokenBucket:
@@ -53,3 +57,114 @@ class TokenBucket:
             self._sleep(wait)
             self.waited_seconds += wait
         return wait
+
+
+class RateLimiter(Protocol):
+    """What an HTTP client needs of a limiter: one token per request."""
+
+    waited_seconds: float
+
+    def acquire(self) -> float: ...
+
+
+class SharedTokenBucket:
+    """A token bucket whose state is a small file, shared by every process that
+    opens the same file: two inputs on one vendor account then share the account's
+    limit instead of each spending all of it (docs/ser_report.md, "Rate limit").
+
+    Each `acquire` takes an exclusive lock on the file, refills, takes a token (the
+    count may go below zero: a reservation of a later slot), writes the state back
+    and releases the lock; the wait for a reserved slot happens outside the lock.
+    Processes on one host share the monotonic clock; a clock that went back (the
+    host restarted) or a damaged file starts a full bucket. Every process refills at
+    its own rate: callers with different rates never pass the highest of them.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        rate_per_second: float,
+        capacity: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if rate_per_second <= 0 or capacity < 1:
+            raise ValueError("rate must be positive and capacity at least 1")
+        self.path = path
+        self.rate = float(rate_per_second)
+        self.capacity = float(capacity)
+        self._clock = clock
+        self._sleep = sleep
+        self.waited_seconds = 0.0
+
+    @classmethod
+    def in_folder(cls, folder: str, key: str, rate_per_second: float, capacity: float = 1.0,
+                  **kwargs) -> SharedTokenBucket:  # fmt: skip
+        """The bucket of `key` (e.g. an account) in a private folder, made if needed."""
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        name = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32] + ".json"
+        return cls(os.path.join(folder, name), rate_per_second, capacity, **kwargs)
+
+    def _reserve(self, state: dict) -> float:
+        now = self._clock()
+        tokens, updated = state.get("tokens"), state.get("updated")
+        readable = isinstance(tokens, (int, float)) and isinstance(updated, (int, float))
+        if not readable or now < updated:  # damaged, or written on another boot's clock
+            tokens, updated = self.capacity, now
+        tokens = min(self.capacity, tokens + (now - updated) * self.rate) - 1.0
+        state.update(tokens=tokens, updated=now)
+        return 0.0 if tokens >= 0 else -tokens / self.rate
+
+    def acquire(self) -> float:
+        """Take one token, sleeping until its slot; returns the time slept."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            _lock(fd)
+            try:
+                raw = os.read(fd, 4096)
+                try:
+                    state = json.loads(raw.decode("utf-8")) if raw else {}
+                except ValueError:
+                    state = {}
+                if not isinstance(state, dict):
+                    state = {}
+                wait = self._reserve(state)
+                data = json.dumps(state).encode("utf-8")
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.ftruncate(fd, 0)
+                os.write(fd, data)
+            finally:
+                _unlock(fd)
+        finally:
+            os.close(fd)
+        if wait:
+            self._sleep(wait)
+            self.waited_seconds += wait
+        return wait
+
+
+try:
+    import fcntl
+
+    def _lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+
+except ImportError:  # Windows
+    import msvcrt
+
+    def _lock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        while True:
+            try:
+                msvcrt.locking(fd, msvcrt.LK_LOCK, 1)  # retries for 10 s itself
+                return
+            except OSError:
+                continue
+
+    def _unlock(fd: int) -> None:
+        os.lseek(fd, 0, os.SEEK_SET)
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)

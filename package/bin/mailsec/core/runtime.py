@@ -45,6 +45,9 @@ class InputRun:
     index: Optional[str] = None
     host: Optional[str] = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # a private folder for state shared by this add-on's processes on this host (the
+    # per-account rate limits); None: nothing is shared
+    shared_state_dir: Optional[str] = None
 
     def check_stop(self) -> None:
         """Raise Stopped when the input was asked to stop."""

@@ -4,10 +4,10 @@ no mail can have been sent.
 Built on `ssl` and mailsec.core.lean_http rather than the shared requests-based
 HttpClient: an alert action is a new process per mail, and importing requests (or
 even http.client) takes longer than a whole curl run (see the README,
-"Benchmark"). The retry rule is the
-shared one, `NO_REPEAT_AFTER_SEND` of mailsec.core.http: connection refused, TLS
-handshake failures and 503 are retried; a read timeout or a connection lost after
-the request left never is, since RM may have sent the mail.
+"Benchmark"). The retry rule is the shared one, `NO_REPEAT_AFTER_SEND` of
+mailsec.core.http: connection refused, TLS handshake failures (RM's refusal alerts
+included) and 503 are retried; a read timeout or a connection lost after the request
+left never is, since RM may have sent the mail.
 """
 
 from __future__ import annotations
@@ -77,10 +77,6 @@ def make_ssl_context(ca_bundle_pem: Optional[str]) -> ssl.SSLContext:
 def split_host(hostname: str) -> tuple[str, int]:
     host, _, port = hostname.partition(":")
     return host, int(port) if port else 443
-
-
-def _is_alert(error: ssl.SSLError) -> bool:
-    return "ALERT" in str(error).upper()
 
 
 def await_certificate_verdict(sock: ssl.SSLSocket, wait: float = VERDICT_WAIT) -> None:
@@ -183,13 +179,14 @@ class RmClient:
                 connection.connect()
                 await_certificate_verdict(connection.sock)
             except ssl.SSLCertVerificationError as error:
-                # not retried: a certificate that does not verify will not verify later
+                # not retried: our own check of RM's certificate gives the same answer
+                # each time, and nothing was sent to RM
                 result.code, result.detail = "TLS_HANDSHAKE_FAILED", _reason(error)
                 return
             except ssl.SSLError as error:
-                if _is_alert(error):  # RM refused our certificate: it will again
-                    result.code, result.detail = "TLS_HANDSHAKE_FAILED", _reason(error)
-                    return
+                # RM refused the handshake (a fatal alert such as handshake_failure) or
+                # it broke off: no request was sent, so no mail can have left
+                # (docs/rm_send_mail.md, "Behaviour on errors")
                 raise _Retryable("TLS_HANDSHAKE_FAILED", _reason(error)) from None
             except OSError as error:
                 raise _Retryable("CONNECTION_FAILED", _reason(error)) from None
