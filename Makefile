@@ -63,4 +63,4 @@ bench: build
 	@for script in benchmarks/*.py; do echo "== $$script"; PYTHONPATH=package/bin:tests $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf output dist .build.log .package.log .pytest_cache .ruff_cache demo-out
+	rm -rf output dist .build.log .package.log .pytest_cache .ruff_cache .hypothesis demo-out

@@ -16,7 +16,11 @@ rounds that alternate them (each round starting with the other one), so that bot
 see the same share of a shared machine's changing load. `cpu_ms_per_report` is this
 process's CPU time per report while a side was driven (the senders' CPU excluded).
 
-Prints one JSON line. Targets: ratio >= 0.5 of the baseline's reports/s, p99 < 250 ms.
+Prints one JSON line. Targets: p99 < 250 ms and at least 100 reports/s (30,000
+events/s). The baseline is printed beside them for scale; the former target of half
+the baseline's reports/s is retired: Sense posts one report per 5 minutes per
+environment, so the listener's own rate, not its share of a bare server's, is what
+matters (docs/benchmarks.md).
 
     PYTHONPATH=package/bin:tests python benchmarks/sense_listener.py [--reports 240] [--rounds 2]
 """
@@ -53,6 +57,8 @@ from mailsec.sense.server import Limits, ListenerServer, Response  # noqa: E402
 SENDERS = 8
 BOTS = 300
 KEY_NAME, KEY_VALUE = "X-API-Key", "benchmark-key-7f3a"
+TARGET_REPORTS_PER_S = 100
+TARGET_P99_MS = 250
 
 
 class ReadOnly:
@@ -269,8 +275,12 @@ def main() -> int:
                 "baseline_p99_ms": base["p99_ms"],
                 "baseline_cpu_ms_per_report": base["cpu_ms_per_report"],
                 "ratio_to_baseline": ratio,
-                "targets_met": ratio >= 0.5 and listen["p99_ms"] < 250,
+                "target_reports_per_s": TARGET_REPORTS_PER_S,
+                "target_p99_ms": TARGET_P99_MS,
+                "targets_met": listen["reports_per_s"] >= TARGET_REPORTS_PER_S
+                and listen["p99_ms"] < TARGET_P99_MS,
                 "cpus": os.cpu_count(),
+                "load_average_1m": round(os.getloadavg()[0], 2),
             }
         )
     )

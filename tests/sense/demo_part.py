@@ -1,4 +1,5 @@
-"""`make demo`: the Sense listener run as splunkd runs it, fed by the Sense sender."""
+"""`make demo`: the Sense listener run as splunkd runs it, fed by the Sense sender, then
+attacked by the hostile peer (tests/sense/hostile.py) before one more report."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import time
 
 from harness import modinput
 from harness.certs import client_ssl_context
+from sense.hostile import OUTSIDER, HostilePeer, chunked_head, length_head
 from sense.sender import ENCODINGS, SenseSender, make_report
 
 TITLE = "Apigee Sense webhook listener (sense_listener)"
@@ -32,6 +34,7 @@ def run(env) -> dict:
             "tls_key_file": str(key),
             "api_key_name": KEY_NAME,
             "api_key_value": "******",
+            "allowed_sources": "127.0.0.1/32",
             "index": "main",
         }
     }
@@ -77,7 +80,8 @@ def run(env) -> dict:
             .send_report(big)
             .status
         )
-        running.wait_for(301 + 4 * len(ENCODINGS), timeout=20)
+        hostile = _attack(HostilePeer(port, client_ssl_context(env.ca)), sender)
+        running.wait_for(301 + 4 * len(ENCODINGS) + 3, timeout=20)
         exit_code = running.terminate(timeout=20)
         events = running.result().events
     bots = [e for e in events if e.sourcetype == "apigee:sense:bot"]
@@ -86,9 +90,36 @@ def run(env) -> dict:
     env.show("apigee:sense:report", reports, limit=1)
     for what, answer in answers.items():
         print(f"  {what:>22}: {answer}")
+    indexed = any(e.json().get("message_id") == "demo-after-attack" for e in reports)
+    print(
+        f"  hostile peers refused (malformed framing: {hostile['refusals']}; "
+        f"{hostile['idle_from_outside']} idle connections from {OUTSIDER} closed at accept), "
+        f"and the report still indexed: {hostile['after']} in {hostile['seconds']} s, "
+        f"{'indexed' if indexed else 'NOT indexed'}"
+    )
     return {
         "bot_events": len(bots),
         "report_events": len(reports),
         "answers": answers,
         "exit_code_after_sigterm": exit_code,
+        "hostile_peers": {**hostile, "report_indexed": indexed},
     }
+
+
+def _attack(peer: HostilePeer, sender: SenseSender) -> dict:
+    """Malformed framing, an endless header block and idle holders from outside
+    allowed_sources; then one report from the allowed sender, timed."""
+    chunked = chunked_head("/sense", KEY_NAME, KEY_VALUE)
+    refusals = [
+        peer.request_then_push(chunked + b"-1\r\n", 8 << 20),
+        peer.request_then_push(length_head("/sense", KEY_NAME, KEY_VALUE, "\u00b2") + b"{}"),
+        peer.endless_headers(chunked[: chunked.index(b"Content-Type")], 8 << 20),
+    ]
+    try:
+        idle = peer.hold_idle(50, OUTSIDER)
+        began = time.monotonic()
+        after = sender.send_report(make_report(2, message_id="demo-after-attack")).status
+        seconds = round(time.monotonic() - began, 2)
+    finally:
+        peer.release()
+    return {"refusals": refusals, "idle_from_outside": idle, "after": after, "seconds": seconds}

@@ -227,10 +227,14 @@ def test_a_wrong_or_missing_key_is_401_and_indexes_nothing(start, stores):
     assert remembered(stores) == 0
 
 
-def test_a_source_outside_the_allow_list_is_403_and_indexes_nothing(start, stores):
+def test_a_source_outside_the_allow_list_is_closed_before_tls_and_indexes_nothing(start, stores):
     listener = start(params={"allowed_sources": "10.0.0.0/8, 192.0.2.1"})
-    answer = listener.sender().send_report(make_report(3), "object")
-    assert (answer.status, answer.body["reason"]) == (403, "source address not allowed")
+    with pytest.raises((ConnectionError, ssl.SSLError)):
+        listener.sender().send_report(make_report(3), "object")
+    # closed right after accept(): no slot taken, no handshake made, nothing read
+    stats = listener.server.stats
+    assert stats["refused_source"] >= 1
+    assert stats["connections"] == stats["tls_failed"] == 0
     assert listener.events == [] and remembered(stores) == 0
     allowed = start(params={"allowed_sources": "10.0.0.0/8,127.0.0.0/8"})
     assert allowed.sender().send_report(make_report(3), "object").status == 200

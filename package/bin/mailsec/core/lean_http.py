@@ -3,19 +3,22 @@
 The alert action is a new Python process per mail, run without bytecode caching:
 each module it imports is compiled or initialised on every mail. `http.client`
 alone (with the `email` package it imports) costs as much as a whole curl run
-here, so the action speaks the small part of HTTP/1.1 it needs itself: one
-request at a time, `Content-Length` or chunked or close-delimited answers,
-keep-alive, and a tunnel through an HTTP proxy (`CONNECT`). Modular inputs use
-`mailsec.core.http` (requests). Every failure is an OSError: `ProtocolError` for
-an answer that is not HTTP.
+here, so the action uses this thin client: one request at a time, keep-alive, and
+a tunnel through an HTTP proxy (`CONNECT`). The framing of the answers (status
+line, headers, Content-Length, chunked or close-delimited bodies) is h11's, the
+parser the Sense listener uses too: the add-on parses HTTP one way
+(docs/sense_listener.md, "Why h11"). Modular inputs use `mailsec.core.http`
+(requests). Every failure is an OSError: `ProtocolError` for an answer that is not
+HTTP.
 """
 
 from __future__ import annotations
 
 import socket
 
+import h11
+
 MAX_HEAD = 65536  # status line and headers
-_NO_BODY_STATUS = (204, 304)
 # RFC 3986 unreserved characters: never percent-encoded (urllib.parse costs 2.5 ms
 # to import, with ipaddress)
 _UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
@@ -77,7 +80,7 @@ class Connection:
         self.timeout = timeout
         self.proxy = proxy
         self.sock = None
-        self._buffer = b""
+        self._http = None
 
     @property
     def authority(self) -> str:
@@ -90,13 +93,14 @@ class Connection:
             proxy_host, proxy_port, headers = self.proxy
             sock = socket.create_connection((proxy_host, proxy_port), self.timeout)
             try:
-                self.sock = sock
+                self.sock, self._http = sock, _client()
                 target = f"{self.host}:{self.port}"
-                self._send_head("CONNECT", target, {"Host": target, **headers})
-                status, reason, _headers = self._read_head()
+                fields = list({"Host": target, **headers}.items())
+                self._send(h11.Request(method="CONNECT", target=target, headers=fields))
+                status, reason, _headers = self._read_head(_no_check)
                 if status != 200:
                     raise OSError(f"Tunnel connection failed: {status} {reason}")
-                if self._buffer:
+                if self._http.trailing_data[0]:
                     raise ProtocolError("the proxy sent data after its CONNECT answer")
             except BaseException:
                 sock.close()
@@ -108,17 +112,15 @@ class Connection:
             except BaseException:
                 sock.close()
                 raise
-        self.sock = sock
+        self.sock, self._http = sock, _client()
 
     def close(self) -> None:
-        sock, self.sock, self._buffer = self.sock, None, b""
+        sock, self.sock, self._http = self.sock, None, None
         if sock is not None:
             sock.close()
 
-    def _send_head(self, method: str, target: str, headers: dict, body: bytes = b"") -> None:
-        lines = [f"{method} {target} HTTP/1.1"]
-        lines.extend(f"{name}: {value}" for name, value in headers.items())
-        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+    def _send(self, *events) -> None:
+        self.sock.sendall(b"".join(self._http.send(event) or b"" for event in events))
 
     def request(self, method: str, target: str, body: bytes = b"", headers=None) -> None:
         if self.sock is None:
@@ -127,105 +129,72 @@ class Connection:
         fields.update(headers or {})
         if body or method in ("POST", "PUT"):
             fields["Content-Length"] = str(len(body))
-        self._send_head(method, target, fields, body)
+        events = [h11.Request(method=method, target=target, headers=list(fields.items()))]
+        if body:
+            events.append(h11.Data(data=body))
+        events.append(h11.EndOfMessage())
+        self._send(*events)
 
-    def _fill(self) -> bool:
-        data = self.sock.recv(65536)
-        self._buffer += data
-        return bool(data)
-
-    def _read_head(self) -> tuple[int, str, dict]:
+    def _next_event(self, check, started: bool):
+        """The next h11 event of the answer, reading as much as it needs; `started`:
+        some of the answer has arrived already."""
         while True:
-            end = self._buffer.find(b"\r\n\r\n")
-            if end >= 0:
-                head, self._buffer = self._buffer[:end], self._buffer[end + 4 :]
-                status_line, *lines = head.decode("latin-1").split("\r\n")
-                version, _, rest = status_line.partition(" ")
-                code, _, reason = rest.partition(" ")
-                if not version.startswith("HTTP/1.") or not code.isdigit():
-                    raise ProtocolError(f"not an HTTP answer: {status_line[:80]!r}")
-                headers = {}
-                for line in lines:
-                    name, _, value = line.partition(":")
-                    headers[name.strip().lower()] = value.strip()
-                return int(code), reason, headers
-            if len(self._buffer) > MAX_HEAD:
-                raise ProtocolError("the answer's headers are too long")
-            if not self._fill():
-                if self._buffer:
-                    raise ProtocolError("the connection closed in the answer's headers")
+            try:
+                event = self._http.next_event()
+            except h11.RemoteProtocolError as error:
+                # h11 may quote the answer's bytes: a short excerpt is enough
+                raise ProtocolError(f"not an HTTP answer: {str(error)[:120]}") from None
+            if event is not h11.NEED_DATA:
+                return event
+            check()
+            data = self.sock.recv(65536)
+            if not data and not started:
                 raise ConnectionResetError("the connection closed without an answer")
+            started = True
+            self._http.receive_data(data)
 
-    def _take(self, size: int, check) -> bytes:
-        while len(self._buffer) < size:
-            check()
-            if not self._fill():
-                raise ProtocolError("the connection closed before the answer's end")
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
-
-    def _line(self, check) -> bytes:
-        while b"\r\n" not in self._buffer:
-            check()
-            if len(self._buffer) > MAX_HEAD or not self._fill():
-                raise ProtocolError("bad chunked encoding")
-        line, self._buffer = self._buffer.split(b"\r\n", 1)
-        return line
+    def _read_head(self, check) -> tuple:
+        """(status, reason, headers) of the final answer; interim (1xx) ones skipped."""
+        started = False
+        while True:
+            event = self._next_event(check, started)
+            started = True
+            if isinstance(event, h11.Response):
+                headers = {name.decode("latin-1"): v.decode("latin-1") for name, v in event.headers}
+                return event.status_code, event.reason.decode("latin-1"), headers
 
     def response(self, method: str = "GET", limit=None, check=None) -> Response:
-        """Read one answer (1xx skipped). `limit`: bytes of body kept at most (the
+        """Read one answer (1xx skipped; h11 knows a HEAD answer has no body, so
+        `method` is kept for callers only). `limit`: bytes of body kept at most (the
         connection is then closed); `check()` is called before each read and may
         raise, e.g. when a deadline has passed."""
-        check = check or (lambda: None)
+        check = check or _no_check
+        status, reason, headers = self._read_head(check)
+        parts, size, cut = [], 0, False
         while True:
-            status, reason, headers = self._read_head()
-            if status >= 200 or status == 101:
+            event = self._next_event(check, True)
+            if isinstance(event, h11.EndOfMessage):
                 break
-        will_close = headers.get("connection", "").lower() == "close"
-        if method == "HEAD" or status in _NO_BODY_STATUS or status < 200:
-            return Response(status, reason, headers, b"", will_close)
-        if "chunked" in headers.get("transfer-encoding", "").lower():
-            parts, size = [], 0
-            while True:
-                length = self._chunk_size(check)
-                if length == 0:
-                    while self._line(check):  # trailers, up to the empty line
-                        pass
-                    break
-                parts.append(self._take(length, check))
-                self._take(2, check)
-                size += length
-                if limit is not None and size >= limit:
-                    will_close = True
-                    break
-            body = b"".join(parts)
-        elif "content-length" in headers:
-            try:
-                length = int(headers["content-length"])
-            except ValueError:
-                raise ProtocolError("bad Content-Length") from None
-            if limit is not None and length > limit:
-                body, will_close = self._take_some(limit, check), True
-            else:
-                body = self._take(length, check)
-        else:  # the body ends with the connection
-            body, will_close = self._take_some(limit, check), True
+            parts.append(event.data)
+            size += len(event.data)
+            if limit is not None and size >= limit:
+                cut = True
+                break
+        body = b"".join(parts)
         if limit is not None:
             body = body[:limit]
+        http = self._http
+        will_close = cut or not (http.our_state is h11.DONE and http.their_state is h11.DONE)
         if will_close:
             self.close()
+        else:
+            http.start_next_cycle()
         return Response(status, reason, headers, body, will_close)
 
-    def _chunk_size(self, check) -> int:
-        text = self._line(check).split(b";")[0].strip()
-        if not text or text.strip(b"0123456789abcdefABCDEF"):
-            raise ProtocolError(f"bad chunk size {text[:20]!r}")
-        return int(text, 16)
 
-    def _take_some(self, limit, check) -> bytes:
-        while limit is None or len(self._buffer) < limit:
-            check()
-            if not self._fill():
-                break
-        data, self._buffer = self._buffer, b""
-        return data
+def _client():
+    return h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+
+
+def _no_check() -> None:
+    pass

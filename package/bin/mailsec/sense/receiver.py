@@ -1,8 +1,9 @@
 """What the listener does with a request: who may post, what a report is, what is indexed.
 
-Checks run cheapest and least revealing first: a source outside the allow-list learns
-nothing (403) before the path (404), the method (405) and the key (401) are looked
-at; the body is read only after all of them passed. Events are written, and the
+A source outside the allow-list is refused by the server right after accept(), before
+any TLS handshake or read (`admits`). Then checks run cheapest and least revealing
+first: the path (404), the method (405) and the key (401); the body is read only
+after all of them passed (docs/sense_listener.md). Events are written, and the
 report remembered, under one lock: the event sink is not thread-safe, and two
 copies of one report arriving together must not both be indexed.
 """
@@ -59,9 +60,17 @@ class SenseReceiver:
 
     # -- before the body -------------------------------------------------------
 
+    def admits(self, peer: str) -> bool:
+        """Whether a connection from `peer` may be served at all (allowed_sources)."""
+        if not self._networks:
+            return True
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self._networks)
+
     def precheck(self, request: Request) -> Optional[Response]:
-        if self._networks and not self._source_allowed(request.peer):
-            return self._reject(request, 403, "source address not allowed")
         if (request.path.rstrip("/") or "/") != self._path:
             return self._reject(request, 404, "no such path")
         if request.method != "POST":
@@ -70,18 +79,11 @@ class SenseReceiver:
             return self._reject(request, 401, f"missing or wrong {self._config.api_key_name}")
         return None
 
-    def _source_allowed(self, peer: str) -> bool:
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in network for network in self._networks)
-
     def _key_matches(self, request: Request) -> bool:
         values = request.headers.get_all(self._config.api_key_name) or []
         if len(values) != 1:
             return False
-        # http.client decodes header bytes as latin-1: encode back to the bytes sent
+        # header values are the bytes sent, decoded as latin-1: encode back to the bytes sent
         try:
             sent = values[0].strip().encode("latin-1")
         except UnicodeEncodeError:

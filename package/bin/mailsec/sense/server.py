@@ -1,15 +1,22 @@
 """A small, hardened HTTP/1.1 server for webhook receivers (TLS 1.2+ or plain behind a proxy).
 
-Why not http.server: its timeouts apply per socket read, so a client trickling one
-byte at a time holds a thread forever; it reads a body before anyone can refuse it;
-and it has no bound on connections. Here:
+HTTP/1.1 framing (request line, headers, Content-Length, chunked bodies, keep-alive)
+is h11's: a maintained, pure-Python parser that refuses what RFC 9112 refuses (a
+chunk size that is not 1 to 20 hex digits, a Content-Length that is not plain
+digits, a header block past 64 KiB). Why h11 and not http.server or cheroot:
+docs/sense_listener.md ("Why h11"). Around it, this module bounds what a peer can
+cost (docs/sense_listener.md, "What the listener refuses"):
 
+- a peer the application does not admit (`admit(address)`, the allow-list) is
+  closed right after accept(), before any TLS handshake or read: it never holds a
+  connection slot;
 - every request has one deadline covering the TLS handshake, request line, headers
   and body; a keep-alive connection waits a shorter idle time for the next request;
-- the application refuses a request (403/404/405/401) from its head, and the server
-  answers 413 from Content-Length, before a byte of the body is read; an unread body
-  is then drained for a bounded time so that the client can read the answer instead
-  of a connection reset;
+- the application refuses a request (404/405/401) from its head, and the server
+  answers 413 from Content-Length, before a byte of the body is read; a chunked
+  body is refused 413 as soon as it grows past the limit; an unread body is then
+  drained for a bounded time so that the client can read the answer instead of a
+  connection reset;
 - at most `max_connections` connections are served at once; more wait in the
   listen backlog, so a flood cannot exhaust threads or memory;
 - `serve(stop)` returns once `stop` is set, after the requests in flight finished.
@@ -22,24 +29,28 @@ server is this server with an application that only answers 200.
 from __future__ import annotations
 
 import contextlib
-import http.client
-import io
 import ipaddress
 import json
 import logging
+import re
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from email.message import Message
 from typing import Callable, Optional, Protocol
 from urllib.parse import urlsplit
 
-_MAX_REQUEST_LINE = 8192
+import h11
+
+# the request line and headers together; past it h11 answers 431
+MAX_HEAD_BYTES = 64 << 10
+HEAD_TOO_LARGE = "the request head is larger than 64 KiB"
+_READ_BYTES = 64 << 10
 _TLS_HANDSHAKE_RECORD = 0x16
 _REASONS = {
     100: "Continue",
@@ -51,9 +62,14 @@ _REASONS = {
     405: "Method Not Allowed",
     408: "Request Timeout",
     413: "Content Too Large",
+    431: "Request Header Fields Too Large",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+# h11 quotes the offending bytes in some messages ("illegal header line: b'...'"):
+# they may hold a key, so neither the log nor the answer repeats them
+_QUOTED_BYTES = re.compile(r":? (?:b['\"]|bytearray\().*", re.DOTALL)
+_REFUSAL_LOG_EVERY = 10.0
 
 
 @dataclass(frozen=True)
@@ -73,11 +89,29 @@ class Limits:
     poll_interval: float = 0.2
 
 
+class Headers:
+    """A request's header fields as h11 parsed them; names match case-insensitively,
+    values are the bytes sent, decoded as latin-1."""
+
+    __slots__ = ("_fields",)
+
+    def __init__(self, fields) -> None:
+        self._fields = tuple((name.lower(), value) for name, value in fields)
+
+    def get_all(self, name: str) -> list:
+        wanted = name.lower()
+        return [value for key, value in self._fields if key == wanted]
+
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        values = self.get_all(name)
+        return values[0] if values else default
+
+
 @dataclass(frozen=True)
 class Request:
     method: str
     path: str
-    headers: Message
+    headers: Headers
     peer: str
     version: str
 
@@ -111,37 +145,44 @@ class _Closed(Exception):
     """The connection ends without an answer (peer gone, idle, stopping)."""
 
 
-class _BadRequest(Exception):
+class _Refused(Exception):
+    """The request is refused; its head may not even have been parsed."""
+
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
 
 
-class _DeadlineReader(io.RawIOBase):
-    """Raw socket reads bounded by a deadline for the whole request, not per read.
+def _refusal(error: h11.RemoteProtocolError) -> _Refused:
+    # h11 hints 431 for a head past its buffer and 501 for a transfer coding other
+    # than chunked; the listener's answers are 400, 413 and 431 (docs/sense_listener.md)
+    if error.error_status_hint == 431:
+        return _Refused(431, HEAD_TOO_LARGE)
+    return _Refused(400, _QUOTED_BYTES.sub("", str(error)) or "malformed request")
+
+
+class _Reader:
+    """Socket reads bounded by a deadline for the whole request, not per read.
 
     Between keep-alive requests it is in idle mode: it waits up to the idle timeout
     for the first byte of the next request, watching the stop flag, and that first
     byte starts the next request's deadline.
     """
 
-    def __init__(self, sock: socket.socket, limits: Limits, stop: threading.Event, clock) -> None:
-        super().__init__()
+    def __init__(self, sock, limits: Limits, stop: threading.Event, clock) -> None:
         self._sock = sock
         self._limits = limits
         self._stop = stop
         self._clock = clock
         self.deadline = clock() + limits.request_timeout
         self._idle_until: Optional[float] = None
-
-    def readable(self) -> bool:
-        return True
+        self.at_eof = False
 
     def expect_next_request(self) -> None:
         self._idle_until = self._clock() + self._limits.idle_timeout
 
-    def readinto(self, buffer) -> int:
+    def recv(self) -> bytes:
         while True:
             now = self._clock()
             idle = self._idle_until is not None
@@ -153,13 +194,20 @@ class _DeadlineReader(io.RawIOBase):
             wait = until - now
             self._sock.settimeout(min(wait, self._limits.poll_interval) if idle else wait)
             try:
-                count = self._sock.recv_into(buffer)
+                data = self._sock.recv(_READ_BYTES)
             except (socket.timeout, ssl.SSLWantReadError):
                 continue
-            if idle and count:
+            if idle and data:
                 self._idle_until = None
                 self.deadline = self._clock() + self._limits.request_timeout
-            return count
+            self.at_eof = not data
+            return data
+
+
+def _head_size(event: h11.Request) -> int:
+    """The request head's size as sent, but for optional whitespace."""
+    line = len(event.method) + len(event.target) + 12  # " ", " HTTP/1.1", CRLF
+    return line + sum(len(name) + len(value) + 4 for name, value in event.headers) + 2
 
 
 def _normalise_peer(address: str) -> str:
@@ -181,12 +229,14 @@ class ListenerServer:
         limits: Optional[Limits] = None,
         logger: Optional[logging.Logger] = None,
         clock: Callable[[], float] = time.monotonic,
+        admit: Optional[Callable[[str], bool]] = None,
     ) -> None:
         host, port = address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self._sock = socket.create_server((host, port), family=family, backlog=128)
         self.address = self._sock.getsockname()[:2]
         self._app = app
+        self._admit = admit
         self._ssl = ssl_context
         self._limits = limits = limits or Limits()
         self._logger = logger or logging.getLogger(__name__)
@@ -196,6 +246,8 @@ class ListenerServer:
         self._workers_lock = threading.Lock()
         self.stats: Counter = Counter()
         self._stop = threading.Event()
+        self._refusals_logged_at = None
+        self._refusals_unlogged = 0
 
     @property
     def port(self) -> int:
@@ -211,13 +263,11 @@ class ListenerServer:
 
         `tick` is called about every poll interval (the service's heartbeat)."""
         poll = self._limits.poll_interval
+        tick = tick or (lambda: None)
         self._stop = stop
         try:
             while not stop.is_set():
-                if tick is not None:
-                    tick()
-                if not self._slots.acquire(timeout=poll):
-                    continue
+                tick()
                 try:
                     ready, _, _ = select.select([self._sock], [], [], poll)
                     connection, peer = self._sock.accept() if ready else (None, None)
@@ -225,12 +275,18 @@ class ListenerServer:
                     self._logger.warning("action=accept_failed error=%r", error)
                     connection = None
                 if connection is None:
-                    self._slots.release()
                     continue
+                address = _normalise_peer(peer[0])
+                if self._admit is not None and not self._admit(address):
+                    self._refuse(connection, address)
+                    continue
+                if not self._take_slot(stop, tick):
+                    _close(connection)
+                    break
                 _no_delay(connection)
                 worker = threading.Thread(
-                    target=self._serve_connection,
-                    args=(connection, _normalise_peer(peer[0]), stop),
+                    target=self._worker,
+                    args=(connection, address, stop),
                     name=f"listener-{peer[0]}:{peer[1]}",
                     daemon=True,
                 )
@@ -241,6 +297,37 @@ class ListenerServer:
             # refuse new connections from here on; finish the ones we have
             self._sock.close()
             self._drain()
+
+    def _take_slot(self, stop: threading.Event, tick: Callable[[], None]) -> bool:
+        """Wait for a free connection slot; False when stopping first. Only admitted
+        peers get here: a refused one never waits for, nor holds, a slot."""
+        while not stop.is_set():
+            if self._slots.acquire(timeout=self._limits.poll_interval):
+                return True
+            tick()
+        return False
+
+    def _refuse(self, connection: socket.socket, address: str) -> None:
+        """Close a connection from a source outside the allow-list at once, with a
+        reset: nothing is read, no handshake is made, no TIME_WAIT is kept. The log
+        says so at most every few seconds, so that a flood cannot fill the log."""
+        self.stats["refused_source"] += 1
+        with contextlib.suppress(OSError):
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        with contextlib.suppress(OSError):
+            connection.close()
+        self._refusals_unlogged += 1
+        now = self._clock()
+        last = self._refusals_logged_at
+        if last is None or now - last >= _REFUSAL_LOG_EVERY:
+            self._refusals_logged_at = now
+            self._logger.warning(
+                "action=source_refused source_ip=%s connections=%d: "
+                "the address is not in allowed_sources",
+                address,
+                self._refusals_unlogged,
+            )
+            self._refusals_unlogged = 0
 
     def _drain(self) -> None:
         limits = self._limits
@@ -263,21 +350,32 @@ class ListenerServer:
 
     # -- one connection --------------------------------------------------------
 
-    def _serve_connection(self, raw: socket.socket, peer: str, stop: threading.Event) -> None:
+    def _worker(self, raw: socket.socket, peer: str, stop: threading.Event) -> None:
+        try:
+            self.serve_connection(raw, peer, stop)
+        finally:
+            self._slots.release()
+            with self._workers_lock:
+                self._workers.discard(threading.current_thread())
+
+    def serve_connection(self, raw, peer: str, stop: threading.Event) -> None:
+        """Serve the requests of one accepted connection, then close it. The accept
+        loop runs this in a worker thread holding a connection slot."""
         connection = raw
+        http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
         self.stats["connections"] += 1
         try:
-            reader = _DeadlineReader(raw, self._limits, stop, self._clock)
+            reader = _Reader(raw, self._limits, stop, self._clock)
             if self._ssl is not None:
-                tls = self._start_tls(raw, peer, reader.deadline)
+                tls = self._start_tls(raw, http, peer, reader.deadline)
                 if tls is None:
                     return
                 connection = tls
-                reader = _DeadlineReader(connection, self._limits, stop, self._clock)
-            stream = io.BufferedReader(reader, 65536)
-            while self._serve_request(connection, stream, reader, peer):
+                reader = _Reader(connection, self._limits, stop, self._clock)
+            while self._serve_request(connection, http, reader, peer):
                 if stop.is_set():
                     break
+                http.start_next_cycle()
                 reader.expect_next_request()
         except _Deadline:
             self.stats["timed_out"] += 1
@@ -286,7 +384,9 @@ class ListenerServer:
                 peer,
                 self._limits.request_timeout,
             )
-            self._send(connection, Response.json(408, status="error", reason="request timeout"))
+            self._send(
+                connection, http, Response.json(408, status="error", reason="request timeout")
+            )
         except _Closed:
             pass
         except (OSError, ssl.SSLError) as error:
@@ -296,14 +396,9 @@ class ListenerServer:
             self.stats["internal_errors"] += 1
             self._logger.exception("action=connection_failed source_ip=%s error=%r", peer, error)
         finally:
-            try:
-                _close(connection)
-            finally:
-                self._slots.release()
-                with self._workers_lock:
-                    self._workers.discard(threading.current_thread())
+            _close(connection)
 
-    def _start_tls(self, raw: socket.socket, peer: str, deadline: float):
+    def _start_tls(self, raw: socket.socket, http: h11.Connection, peer: str, deadline: float):
         first = self._peek(raw, deadline)
         if first is None:
             return None
@@ -315,10 +410,10 @@ class ListenerServer:
             if first[:1].isalpha():
                 self._send(
                     raw,
+                    http,
                     Response.json(
                         400, status="error", reason="this port speaks HTTPS: use https://"
                     ),
-                    keep_alive=False,
                 )
                 self._linger(raw)
             return None
@@ -351,147 +446,160 @@ class ListenerServer:
             raise _Closed("no data") from None
         return first or None
 
-    def _serve_request(
-        self, connection, stream: io.BufferedReader, reader: _DeadlineReader, peer: str
-    ) -> bool:
+    def _next_event(self, http: h11.Connection, reader: _Reader):
+        """The next h11 event, reading as much as it needs. A framing error is a
+        refusal (400 or 431); the peer closing mid-request ends the connection."""
+        while True:
+            try:
+                event = http.next_event()
+            except h11.RemoteProtocolError as error:
+                if reader.at_eof:
+                    raise _Closed("peer closed mid-request") from None
+                raise _refusal(error) from None
+            if event is h11.NEED_DATA:
+                http.receive_data(reader.recv())
+                continue
+            if isinstance(event, h11.ConnectionClosed):
+                raise _Closed("peer closed")
+            return event
+
+    def _serve_request(self, connection, http: h11.Connection, reader: _Reader, peer: str) -> bool:
         """Serve one request; True when the connection stays open for another."""
-        line = stream.readline(_MAX_REQUEST_LINE + 1)
-        if not line:
-            raise _Closed("peer closed")
         try:
-            request, keep_alive, length, chunked = self._read_head(line, stream, peer)
-        except _BadRequest as error:
-            self.stats[f"status_{error.status}"] += 1
-            self._logger.warning(
-                "action=request_rejected status=%d reason=%r source_ip=%s",
-                error.status,
-                error.reason,
-                peer,
-            )
-            self._send(connection, Response.json(error.status, status="error", reason=error.reason))
+            request, length, chunked = self._read_head(http, reader, peer)
+        except _Refused as error:
+            self._refuse_request(connection, http, peer, error)
             return False
-        # while stopping, every answer closes its connection
-        keep_alive = keep_alive and not self._stop.is_set()
         response = self._app.precheck(request)
         if response is None and length > self._limits.max_body_bytes:
-            response = self._too_large(request)
+            response = self._too_large()
+        body_pending = chunked or length > 0
         if response is not None:
-            body_pending = chunked or length > 0
-            keep_alive = keep_alive and not body_pending
-            self._answer(connection, request, response, keep_alive)
-            if body_pending:
-                self._linger(connection)
-            return keep_alive
-        if request.headers.get("Expect", "").lower() == "100-continue":
-            self._write(connection, b"HTTP/1.1 100 Continue\r\n\r\n")
-        body = self._read_chunked(stream) if chunked else self._read_exact(stream, length)
-        if body is None:
-            self._answer(connection, request, self._too_large(request), False)
-            self._linger(connection)
+            if not body_pending:
+                self._next_event(http, reader)  # the empty body's end: nothing is read
+            return self._answer(connection, http, response, lingering=body_pending)
+        if http.they_are_waiting_for_100_continue:
+            data = http.send(
+                h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+            )
+            self._write(connection, data)
+        try:
+            body = self._read_body(http, reader)
+        except _Refused as error:
+            self._refuse_request(connection, http, peer, error)
             return False
-        keep_alive = keep_alive and not self._stop.is_set()
         try:
             response = self._app.handle(request, body)
         except Exception as error:
             self.stats["internal_errors"] += 1
             self._logger.exception("action=handler_failed source_ip=%s error=%r", peer, error)
             response = Response.json(500, status="error", reason="internal error")
-            keep_alive = False
-        self._answer(connection, request, response, keep_alive)
-        return keep_alive
+            return self._answer(connection, http, response, closing=True)
+        return self._answer(connection, http, response)
 
-    def _read_head(self, line: bytes, stream: io.BufferedReader, peer: str) -> tuple:
-        if len(line) > _MAX_REQUEST_LINE:
-            raise _BadRequest(400, "request line too long")
-        parts = line.decode("latin-1").rstrip("\r\n").split()
-        if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
-            raise _BadRequest(400, "malformed request line")
-        method, target, version = parts
-        try:
-            headers = http.client.parse_headers(stream)
-        except http.client.HTTPException as error:
-            raise _BadRequest(400, f"malformed headers: {error.__class__.__name__}") from None
-        connection_tokens = {t.strip().lower() for t in headers.get("Connection", "").split(",")}
-        if version == "HTTP/1.1":
-            keep_alive = "close" not in connection_tokens
-        else:
-            keep_alive = "keep-alive" in connection_tokens
-        transfer = headers.get_all("Transfer-Encoding") or []
-        lengths = {value.strip() for value in headers.get_all("Content-Length") or []}
-        if transfer and lengths:
+    def _read_head(self, http: h11.Connection, reader: _Reader, peer: str) -> tuple:
+        event = self._next_event(http, reader)
+        if _head_size(event) > MAX_HEAD_BYTES:
+            # h11 bounds a head still arriving; one that arrived whole within a
+            # single read is measured here, so the bound does not depend on the reads
+            raise _Refused(431, HEAD_TOO_LARGE)
+        headers = Headers(
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in event.headers
+        )
+        chunked = bool(headers.get_all("Transfer-Encoding"))
+        lengths = headers.get_all("Content-Length")
+        if chunked and lengths:
             # both framings at once is how requests are smuggled past proxies
-            raise _BadRequest(400, "both Transfer-Encoding and Content-Length")
-        chunked = False
-        length = 0
-        if transfer:
-            if [t.strip().lower() for t in ",".join(transfer).split(",")] != ["chunked"]:
-                raise _BadRequest(400, "unsupported Transfer-Encoding")
-            chunked = True
-        elif lengths:
-            value = lengths.pop()
-            if lengths or not value.isdigit():
-                raise _BadRequest(400, "invalid Content-Length")
-            length = int(value)
-        path = urlsplit(target).path or "/"
-        request = Request(method=method, path=path, headers=headers, peer=peer, version=version)
-        return request, keep_alive, length, chunked
+            raise _Refused(400, "both Transfer-Encoding and Content-Length")
+        target = event.target.decode("latin-1")
+        request = Request(
+            method=event.method.decode("latin-1"),
+            path=urlsplit(target).path or "/",
+            headers=headers,
+            peer=peer,
+            version=f"HTTP/{event.http_version.decode('latin-1')}",
+        )
+        # h11 checked the value: 1 to 20 plain digits, one value however repeated
+        return request, int(lengths[0]) if lengths else 0, chunked
 
-    def _too_large(self, request: Request) -> Response:
+    def _read_body(self, http: h11.Connection, reader: _Reader) -> bytes:
+        """The body, refused 413 as soon as it grows past the limit (a chunked body
+        has no length to refuse it from beforehand)."""
+        limit = self._limits.max_body_bytes
+        parts, total = [], 0
+        while True:
+            event = self._next_event(http, reader)
+            if isinstance(event, h11.EndOfMessage):  # trailers, if any, are not used
+                return b"".join(parts)
+            total += len(event.data)
+            if total > limit:
+                raise _Refused(413, self._too_large().reason)
+            parts.append(event.data)
+
+    def _too_large(self) -> Response:
         return Response.json(
             413,
             status="error",
             reason=f"the body is larger than {self._limits.max_body_bytes} bytes",
         )
 
-    def _read_exact(self, stream: io.BufferedReader, length: int) -> bytes:
-        body = stream.read(length) if length else b""
-        if len(body) != length:
-            raise _Closed("body cut short")
-        return body
-
-    def _read_chunked(self, stream: io.BufferedReader) -> Optional[bytes]:
-        """Decode a chunked body; None as soon as it grows past the limit."""
-        limit = self._limits.max_body_bytes
-        parts, total = [], 0
-        while True:
-            size_line = stream.readline(1024)
-            if not size_line.endswith(b"\n"):
-                raise _Closed("chunk size line cut short")
-            try:
-                size = int(size_line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise _Closed("malformed chunk size") from None
-            if size == 0:
-                while stream.readline(1024) not in (b"\r\n", b"\n", b""):
-                    pass  # trailers: not used
-                return b"".join(parts)
-            total += size
-            if total > limit:
-                return None
-            chunk = stream.read(size)
-            if len(chunk) != size or stream.readline(3) not in (b"\r\n", b"\n"):
-                raise _Closed("chunk cut short")
-            parts.append(chunk)
-
     # -- answering -------------------------------------------------------------
 
-    def _answer(self, connection, request: Request, response: Response, keep_alive: bool) -> None:
-        self.stats[f"status_{response.status}"] += 1
-        self._send(connection, response, keep_alive=keep_alive)
+    def _refuse_request(self, connection, http: h11.Connection, peer: str, error: _Refused):
+        self._logger.warning(
+            "action=request_rejected status=%d reason=%r source_ip=%s",
+            error.status,
+            error.reason,
+            peer,
+        )
+        response = Response.json(error.status, status="error", reason=error.reason)
+        self._answer(connection, http, response, lingering=True)
 
-    def _send(self, connection, response: Response, keep_alive: bool = False) -> None:
+    def _answer(
+        self,
+        connection,
+        http: h11.Connection,
+        response: Response,
+        *,
+        lingering: bool = False,
+        closing: bool = False,
+    ) -> bool:
+        """Send the answer; True when the connection can serve another request.
+
+        `lingering`: the request's body was not read: the connection closes after the
+        rest of it was drained. While stopping, every answer closes its connection."""
+        self.stats[f"status_{response.status}"] += 1
+        keep_alive = not (lingering or closing or self._stop.is_set())
+        self._send(connection, http, response, keep_alive=keep_alive)
+        if lingering:
+            self._linger(connection)
+        # h11 turns keep-alive into close where the client asked for it or spoke HTTP/1.0
+        return keep_alive and http.our_state is h11.DONE and http.their_state is h11.DONE
+
+    def _send(
+        self, connection, http: h11.Connection, response: Response, keep_alive: bool = False
+    ) -> None:
         body = json.dumps(dict(response.body), separators=(",", ":")).encode("utf-8")
-        lines = [
-            f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Error')}",
-            "Content-Type: application/json",
-            f"Content-Length: {len(body)}",
-            f"Connection: {'keep-alive' if keep_alive else 'close'}",
-            "Cache-Control: no-store",
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            ("Connection", "keep-alive" if keep_alive else "close"),
+            ("Cache-Control", "no-store"),
+            *response.headers,
         ]
-        lines.extend(f"{name}: {value}" for name, value in response.headers)
-        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         try:
-            self._write(connection, head + body)
+            data = http.send(
+                h11.Response(
+                    status_code=response.status,
+                    headers=headers,
+                    reason=_REASONS.get(response.status, "Error").encode("ascii"),
+                )
+            )
+            data += http.send(h11.Data(data=body)) + http.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            return  # an answer was already under way: nothing more can be said
+        try:
+            self._write(connection, data)
         except OSError as error:
             if keep_alive:
                 raise
@@ -504,21 +612,21 @@ class ListenerServer:
         connection.sendall(data)
 
     def _linger(self, connection) -> None:
-        """Read and discard an unread body for a bounded time, then let the caller close.
+        """Read and discard an unread body for a bounded time and size, then let the
+        caller close.
 
         Closing a socket with unread data makes the kernel send a reset, which can
         destroy the answer before the client reads it.
         """
         give_up = self._clock() + self._limits.linger_timeout
         budget = self._limits.linger_bytes
-        buffer = bytearray(65536)
         try:
             while budget > 0:
                 remaining = give_up - self._clock()
                 if remaining <= 0:
                     return
                 connection.settimeout(remaining)
-                count = connection.recv_into(buffer)
+                count = len(connection.recv(_READ_BYTES))
                 if not count:
                     return
                 budget -= count

@@ -76,6 +76,7 @@ def listen(
             ssl_context=context,
             limits=limits,
             logger=run.logger,
+            admit=receiver.admits,
         )
     except OSError as error:
         raise ConfigError(
