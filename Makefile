@@ -10,8 +10,11 @@ VERSION := $(shell $(PYTHON) -c "import json;print(json.load(open('globalConfig.
 OUTPUT := output/$(APP)
 PACKAGE := dist/$(APP)-$(VERSION).tar.gz
 PYTEST_ARGS ?=
+# The Pythons Splunk runs add-on scripts with: 9.x 3.9; 10.x 3.9 or 3.13 (docs/development.md)
+SPLUNK_PYTHONS := 3.9 3.13
+TEST_ENV := PYTHONPATH=package/bin:tests
 
-.PHONY: all venv build package lint format test unit appinspect demo bench clean
+.PHONY: all venv build package lint format test unit e2e appinspect demo bench clean
 
 all: test
 
@@ -48,13 +51,29 @@ format: venv
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# Unit tests on the development Python (the import and compiled-library tests start
+# 3.9 and 3.13 themselves).
 unit: build
-	PYTHONPATH=package/bin:tests $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# End-to-end tests (marked slow: they run the built scripts through tests/harness),
+# once per Splunk Python, the two runs side by side (they mostly wait on their scripts):
+# every runner starts the scripts with MAILSEC_SCRIPT_PYTHON.
+E2E_RUNS := $(addprefix e2e-py,$(SPLUNK_PYTHONS))  # not .PHONY: pattern rules skip those
+e2e: build
+	@$(MAKE) --no-print-directory -j$(words $(E2E_RUNS)) $(E2E_RUNS)
+
+e2e-py%:
+	@python=$$($(BIN)/python tests/harness/pythons.py $*) || exit 1; \
+	MAILSEC_SCRIPT_PYTHON=$$python $(TEST_ENV) $(BIN)/python -m pytest -m slow -p no:cacheprovider \
+		$(PYTEST_ARGS) > .e2e-py$*.log 2>&1; status=$$?; \
+	echo "== end-to-end tests, add-on scripts on Python $*: $$python"; cat .e2e-py$*.log; \
+	exit $$status
 
 appinspect: package
 	$(BIN)/python tools/appinspect_gate.py $(PACKAGE)
 
-test: lint unit appinspect
+test: lint unit e2e appinspect
 
 demo: build
 	PYTHONPATH=package/bin:tests $(BIN)/python -m demo
@@ -63,4 +82,4 @@ bench: build
 	@for script in benchmarks/*.py; do echo "== $$script"; PYTHONPATH=package/bin:tests $(BIN)/python $$script || exit 1; done
 
 clean:
-	rm -rf output dist .build.log .package.log .pytest_cache .ruff_cache .hypothesis demo-out
+	rm -rf output dist .build.log .package.log .e2e-py*.log .pytest_cache .ruff_cache .hypothesis demo-out

@@ -22,8 +22,8 @@ from harness.splunkd import SplunkdStandIn
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "demo-out"
-PARTS = ("ser", "sense", "audit", "rm")
-INPUTS = ("ser_report", "sense_listener", "audit_export")
+PARTS = ("ser", "ser_usage", "sense", "audit", "rm")
+INPUTS = ("ser_report", "ser_usage", "sense_listener", "audit_export")
 
 
 @dataclass

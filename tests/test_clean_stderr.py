@@ -73,6 +73,31 @@ def ser_report(env: PartEnv) -> list:
         return out
 
 
+def ser_usage(env: PartEnv) -> list:
+    from ser.simulator import SimClock
+    from ser_usage.simulator import SerUsageSimulator
+
+    from mailsec.core.timeutil import iso_z
+
+    day = 86400
+    with SerUsageSimulator(env.ca, clock=SimClock(time.time()), relay_users=20) as sim:
+        env.splunkd.add_account(
+            "ser_account", "acme", sim.account_fields(), encrypted={"client_secret"}
+        )
+        stanza = {"ser_usage://main": {
+            "account": "acme", "index": "main", "interval": "3600",
+            "start_date": iso_z(time.time() - 3 * day)[:10],
+        }}  # fmt: skip
+        out = []
+        for label in ("first run: no token cached", "second run: cached token"):
+            result = modinput.run(env.script("ser_usage.py"), stanza, timeout=120, **env.where)
+            result.assert_clean_exit()
+            out.append((label, result.stderr))
+        assert sim.data_requests > 0
+        assert sim.token_requests == 1  # the second run did use the cache
+        return out
+
+
 def sense_listener(env: PartEnv) -> list:
     from sense.sender import SenseSender, make_report
 
@@ -177,6 +202,7 @@ def rm_send_mail(env: PartEnv) -> list:
 
 PARTS = [
     pytest.param(ser_report, id="ser_report"),
+    pytest.param(ser_usage, id="ser_usage"),
     pytest.param(sense_listener, id="sense_listener"),
     pytest.param(audit_export, id="audit_export"),
     pytest.param(rm_send_mail, id="rm_send_mail"),

@@ -30,6 +30,10 @@ class SerReportInputHandler(_DeleteCheckpointHandler):
     input_type = "ser_report"
 
 
+class SerUsageInputHandler(_DeleteCheckpointHandler):
+    input_type = "ser_usage"
+
+
 class SenseListenerInputHandler(_DeleteCheckpointHandler):
     input_type = "sense_listener"
     forget_state = staticmethod(forget_listener)  # and the messageIds it remembers

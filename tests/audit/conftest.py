@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import threading
 from datetime import datetime, timezone
@@ -173,3 +174,34 @@ def harness(sim, pgp_keys, clock, workdir):
         return Harness(sim, pgp_keys, clock, workdir, **params)
 
     return make
+
+
+@pytest.fixture
+def hanging_gpg_dir(tmp_path):
+    """A `gpg` that behaves as the real one, except that a decryption hangs: it
+    prints nothing and never exits (as gpg waiting on a lost agent or a stuck disk)."""
+    folder = tmp_path / "hanging_bin"
+    folder.mkdir()
+    script = folder / "gpg"
+    script.write_text(
+        "#!/bin/sh\n"
+        'for arg in "$@"; do [ "$arg" = "--decrypt" ] && exec sleep 3600; done\n'
+        f'exec {shutil.which("gpg")} "$@"\n'
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return folder
+
+
+def sleepers() -> set:
+    """PIDs of `sleep 3600` processes of this user (the hung gpg)."""
+    found = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if cmdline.read() == b"sleep\x003600\x00":
+                    found.add(int(pid))
+        except OSError:
+            continue
+    return found

@@ -171,6 +171,9 @@ class AuditSimulator:
         self.file_faults: dict = defaultdict(dict)  # user -> {file index: fault}
         self.download_cut: set = set()  # tokens served cut short once
         self.on_file_chunk: Optional[Callable[[str, int], None]] = None
+        # user -> strftime form of completedDate: Google documents 'YYYY-MM-DD HH:MM'
+        # but its dates drift (seconds, an ISO 'T'), as other vendors' do
+        self.completed_date_forms: dict = {}
         server = ca.issue_server(("localhost", "127.0.0.1"))
         self.server = TLSHTTPServer(("127.0.0.1", 0), self._handler(), server_ssl_context(server))
 
@@ -360,7 +363,8 @@ class AuditSimulator:
         if export.search_query:
             props.append(("searchQuery", export.search_query))
         if export.completed is not None:
-            props.append(("completedDate", export.completed.strftime("%Y-%m-%d %H:%M")))
+            form = self.completed_date_forms.get(export.user, "%Y-%m-%d %H:%M")
+            props.append(("completedDate", export.completed.strftime(form)))
         props.append(("adminEmailAddress", self.admin))
         if export.status in ("COMPLETED", "ERROR"):
             props.append(
@@ -586,6 +590,9 @@ class AuditSimulator:
                     return self._error(400, "Invalid packageContent")
                 if props.get("includeDeleted", "false") not in ("true", "false"):
                     return self._error(400, "Invalid includeDeleted")
+                if props.get("includeDeleted") == "true" and props.get("searchQuery"):
+                    # the vendor page: searchQuery and includeDeleted are mutually exclusive
+                    return self._error(400, "includeDeleted and searchQuery cannot both be set")
                 with sim._lock:
                     if sim._recipient is None:
                         return self._error(400, "No public key uploaded for the domain")

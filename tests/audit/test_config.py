@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import pytest
 
+from audit.conftest import PASSPHRASE
 from mailsec.accounts import validate_account
 from mailsec.audit.config import AuditInputConfig
 from mailsec.core.params import ConfigError
 
 
 def account(sim, pgp_keys, **changes):
-    fields = sim.account_fields(pgp_keys[0], pgp_keys[1])
+    # the key's passphrase: a private key that does not unlock is refused at save time
+    fields = sim.account_fields(pgp_keys[0], pgp_keys[1], PASSPHRASE)
     fields.update(changes)
     return fields
 

@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import stat
 import tempfile
+import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from audit.conftest import PASSPHRASE
+from audit.conftest import PASSPHRASE, sleepers
 from audit.simulator import AuditSimulator
 from harness import modinput
 
@@ -134,3 +137,79 @@ def test_sigkill_mid_file_then_restart_every_message_once(
     assert live_sim.calls["create"] == 2  # the killed runs' requests were not made again
     assert files_left(tmpdir_env) == []  # the killed runs' leftovers were swept
     secret_scan.scan_events(seen)
+
+
+BUDGET = "ta_mailsec_audit_budget"
+
+
+def test_budget_records_of_old_days_are_deleted(
+    installed_app, splunkd, splunk_home, live_sim, pgp_keys, secret_scan, tmpdir_env
+):
+    configure(splunkd, live_sim, pgp_keys, secret_scan)
+    today = datetime.now(timezone.utc)
+
+    def day(back: int) -> str:
+        return (today - timedelta(days=back)).strftime("%Y-%m-%d")
+
+    claim = {"state": json.dumps({"owner": "old", "nonce": "n", "purpose": "p", "at": 0})}
+    old = [
+        f"example.com|{day(40)}|000",
+        f"example.com|{day(2)}|007",
+        f"example.com|{day(3)}|exhausted",
+    ]
+    kept = [
+        f"example.com|{day(1)}|000",
+        f"other.example|{day(40)}|000",
+        f"example.com.au|{day(9)}|000",
+    ]
+    for key in old + kept:
+        splunkd.kv_put(BUDGET, {"_key": key, **claim})
+
+    result = run_script(installed_app, splunkd, splunk_home, tmpdir_env)
+    result.assert_clean_exit()
+    records = splunkd.kv_records(BUDGET)
+    assert not set(old) & set(records)
+    assert set(kept) <= set(records)
+    today_records = [key for key in records if key.startswith(f"example.com|{day(0)}|")]
+    assert len(today_records) == 2  # this run's two reservations
+
+
+def test_sigterm_stops_the_script_while_gpg_hangs(
+    installed_app,
+    splunkd,
+    splunk_home,
+    live_sim,
+    pgp_keys,
+    secret_scan,
+    tmpdir_env,
+    hanging_gpg_dir,
+):
+    """splunkd sends SIGTERM when the input is disabled or splunkd stops: the input
+    must end promptly (and take its gpg with it), not wait on gpg for ever."""
+    configure(splunkd, live_sim, pgp_keys, secret_scan)
+    before = sleepers()
+
+    def downloaded(events) -> bool:
+        return any(e.sourcetype == EXPORT and '"downloaded"' in e.data for e in events)
+
+    path = f"{hanging_gpg_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    started = time.monotonic()
+    stanzas = {
+        "audit_export://mailboxes": {"account": "google", "users": "alice", "interval": "900"}
+    }
+    result = modinput.run(
+        installed_app / "bin" / "audit_export.py",
+        stanzas,
+        server_uri=splunkd.server_uri,
+        session_key=splunkd.session_key,
+        splunk_home=splunk_home,
+        env={"TMPDIR": tmpdir_env, "PATH": path},
+        timeout=120,
+        kill_when=downloaded,
+        kill_signal=signal.SIGTERM,
+    )
+    assert result.killed and result.returncode == 0, result.stderr[-2000:]
+    assert time.monotonic() - started < 60
+    assert not result.orphaned_children
+    assert sleepers() - before == set()
+    assert "gnupg" not in result.stderr  # killing gpg is not a library warning on stderr

@@ -16,6 +16,10 @@ DOCUMENTED_PARAMETERS = {
         "account", "interval", "index", "start_date", "window", "settle_minutes",
         "revisit_days", "max_requests_per_minute",
     },
+    "ser_usage": {
+        "account", "interval", "index", "start_date", "reports", "settle_hours",
+        "revisit_days", "max_requests_per_minute",
+    },
     "sense_listener": {
         "port", "bind_address", "path", "tls", "tls_cert_file", "tls_key_file", "api_key_name",
         "api_key_value", "allow_unauthenticated", "allowed_sources", "max_body_bytes", "index",

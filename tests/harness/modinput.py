@@ -9,7 +9,8 @@ Protocol (splunklib 2.1.1, ``splunklib/modularinput/script.py``):
   writes ``<stream><event>...</event>...</stream>`` to stdout (nothing at all if it wrote
   no event) and its log lines to stderr (splunkd copies those to splunkd.log).
 
-Every script runs with ``sys.executable`` (or ``python=``) from its ``bin`` directory as the
+Every script runs with ``python=``, else ``$MAILSEC_SCRIPT_PYTHON`` (``make test`` sets it to each
+Python Splunk ships), else ``sys.executable``, from its ``bin`` directory as the
 working directory, with ``SPLUNK_HOME`` set and the test runner's ``PYTHONPATH`` removed. By
 default the interpreter runs with ``-S`` (``isolated_site=True``) so that the test venv's
 site-packages are not importable: the script sees the standard library, its ``bin`` dir and
@@ -89,8 +90,14 @@ __all__ = [
 ]
 
 
+# The interpreter every runner uses when the caller names none (docs/development.md).
+SCRIPT_PYTHON_ENV = "MAILSEC_SCRIPT_PYTHON"
+
 # Environment variables of the test runner that splunkd would not pass on.
-_STRIPPED_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONSAFEPATH", "PYTHONUSERBASE")
+_STRIPPED_ENV = (
+    "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONSAFEPATH", "PYTHONUSERBASE",
+    SCRIPT_PYTHON_ENV,
+)  # fmt: skip
 _STRIPPED_ENV_PREFIXES = ("PYTEST_",)
 
 EnvOverrides = Optional[Mapping[str, Optional[str]]]
@@ -138,6 +145,11 @@ def script_env(splunk_home: Union[str, Path], env: EnvOverrides = None) -> dict[
     return out
 
 
+def default_python() -> str:
+    """The interpreter scripts run with when the caller names none."""
+    return os.environ.get(SCRIPT_PYTHON_ENV) or sys.executable
+
+
 def script_argv(
     script: Path,
     args: Iterable[str] = (),
@@ -145,7 +157,7 @@ def script_argv(
     python: Optional[str] = None,
     isolated_site: bool = True,
 ) -> list[str]:
-    argv = [python or sys.executable]
+    argv = [python or default_python()]
     if isolated_site:
         argv.append("-S")
     argv.append(str(Path(script).absolute()))

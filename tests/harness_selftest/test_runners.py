@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import pytest
 
-from harness import modinput
+from harness import modinput, pythons
 from harness.alert import (
     decode_mv,
     encode_mv,
@@ -165,6 +165,22 @@ def test_run_events_and_environment(demo: Path, home: Path) -> None:
     assert (first["probe"], first["ca_bundle_set"]) == ("probe-1", False)
     assert (first["pythonpath"], first["pytest_env"]) == (None, [])  # runner's env not leaked
     assert not (demo.parent / "__pycache__").exists()
+
+
+@pytest.mark.parametrize("version", pythons.SPLUNK_PYTHONS)
+def test_runners_use_the_python_named_by_mailsec_script_python(
+    demo: Path, monkeypatch: pytest.MonkeyPatch, version: str
+) -> None:
+    python = pythons.require(version)
+    monkeypatch.setenv(modinput.SCRIPT_PYTHON_ENV, python)
+    assert modinput.script_argv(demo)[:2] == [python, "-S"]
+    res = modinput.run(demo, {"x": {"mode": "once", "count": "1"}}, server_uri=URI,
+                       session_key=SESSION_KEY, timeout=30)  # fmt: skip
+    res.assert_clean_exit()
+    [event] = res.json()
+    assert event["python"] == version
+    assert event["venv_on_path"] is False
+    assert event["script_python_env"] is False  # splunkd would not pass it on
 
 
 def test_terminate_finishes_current_event(demo: Path) -> None:

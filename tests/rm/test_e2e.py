@@ -9,6 +9,7 @@ import json
 
 import pytest
 
+from harness import modinput
 from harness.alert import run_alert
 from harness.proxy import ConnectProxy
 from mailsec.adapters.settings import RM_PEM_CACHE_REALM as CACHE_REALM
@@ -161,10 +162,9 @@ def test_mail_goes_through_the_proxy_tab(script, sim, account, splunkd, splunk_h
 
 def test_needs_the_execute_flag(script, splunk_home):
     import subprocess
-    import sys
 
     done = subprocess.run(
-        [sys.executable, "-S", str(script)], capture_output=True, text=True, timeout=30, input=""
+        modinput.script_argv(script), capture_output=True, text=True, timeout=30, input=""
     )
     assert done.returncode == 1 and "--execute" in done.stderr
 

@@ -365,9 +365,9 @@ class SerSimulator:
         return self.count(SUMMARY_PATH, 429)
 
     def max_in_any_window(self) -> int:
-        """The most summary requests the limiter admitted in any rolling window
+        """The most data requests the limiter admitted in any rolling window
         (measured on `clock`: meaningful when the limit runs on it too)."""
-        times = sorted(e.at for e in self.log if e.path == SUMMARY_PATH and e.status != 429)
+        times = sorted(e.at for e in self.log if e.path != TOKEN_PATH and e.status != 429)
         best, left = 0, 0
         for right, moment in enumerate(times):
             while times[left] <= moment - self.limit_window:
@@ -376,6 +376,12 @@ class SerSimulator:
         return best
 
     # -- request handling (called from server threads) --------------------------------
+
+    def handle_other(
+        self, method: str, path: str, query: dict, body: bytes, headers: Any
+    ) -> tuple[int, Any, dict]:
+        """Paths other than the token and the summary (a subclass serves more)."""
+        return 404, {"message": "not found"}, {}
 
     def handle_token(self, form: dict) -> tuple[int, dict, dict]:
         if form.get("grant_type") != "client_credentials":
@@ -401,7 +407,10 @@ class SerSimulator:
             self._admitted.append(now)
             return None
 
-    def handle_summary(self, headers: Any, query: dict) -> tuple[int, Any, dict]:
+    def gate(self, headers: Any) -> Optional[tuple[int, Any, dict]]:
+        """What every data request meets before its answer: the rolling per-minute
+        limit (429), an injected failure, the bearer token (401 when unknown or
+        expired), a key without the entitlement (403). None: go on."""
         wait = self._admit()
         if wait is not None:
             with self._lock:
@@ -410,7 +419,8 @@ class SerSimulator:
                     self.retry_after_mode == "alternate" and self._limited % 2 == 1
                 )
             extra = {"Retry-After": str(max(1, math.ceil(wait)))} if with_header else {}
-            return 429, {"message": "Rate limit exceeded: 1000 requests per minute"}, extra
+            message = f"Rate limit exceeded: {self.limit_per_minute} requests per minute"
+            return 429, {"message": message}, extra
         with self._lock:
             injected = self._injected.popleft() if self._injected else None
         if injected is not None:
@@ -424,6 +434,12 @@ class SerSimulator:
             return 401, {"message": "Invalid or expired token"}, {}
         if self.forbidden:
             return 403, {"message": "This API key is not entitled to SER reports"}, {}
+        return None
+
+    def handle_summary(self, headers: Any, query: dict) -> tuple[int, Any, dict]:
+        refused = self.gate(headers)
+        if refused is not None:
+            return refused
         try:
             start = parse_timestamp(query["startTimeStamp"]) if "startTimeStamp" in query else None
             end = parse_timestamp(query["endTimeStamp"]) if "endTimeStamp" in query else None
@@ -476,7 +492,10 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         body = self._body()
         if parts.path != TOKEN_PATH:
-            self._send(404, {"message": "not found"}, {}, parts.path, {})
+            status, answer, extra = self.sim.handle_other(
+                "POST", parts.path, {}, body, self.headers
+            )
+            self._send(status, answer, extra, parts.path, {"body": body.decode("utf-8", "replace")})
             return
         form = {k: v[-1] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         status, answer, extra = self.sim.handle_token(form)
@@ -487,7 +506,10 @@ class _Handler(BaseHTTPRequestHandler):
         self._body()
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         if parts.path != SUMMARY_PATH:
-            self._send(404, {"message": "not found"}, {}, parts.path, query)
+            status, answer, extra = self.sim.handle_other(
+                "GET", parts.path, query, b"", self.headers
+            )
+            self._send(status, answer, extra, parts.path, query)
             return
         status, answer, extra = self.sim.handle_summary(self.headers, query)
         self._send(status, answer, extra, parts.path, query)

@@ -11,8 +11,8 @@ from mailsec.core.params import ConfigError
 from mailsec.ser import windows as w
 from mailsec.ser.client import decode_answer, uudecode
 from mailsec.ser.config import SerInputConfig
+from mailsec.ser.limits import client_rate_limiter
 from mailsec.ser.report import parse_summary, summary_events
-from mailsec.ser.service import client_rate_limiter
 from ser.simulator import uuencode
 
 DOC = {"applicationUsers": [{"applicationName": "Ü-app", "status": {"total": 3}}] * 3}

@@ -83,6 +83,8 @@ class DemoInput(smi.Script):
                     "ca_bundle_set": "REQUESTS_CA_BUNDLE" in os.environ,
                     "pythonpath": os.environ.get("PYTHONPATH"),
                     "pytest_env": sorted(k for k in os.environ if k.startswith("PYTEST_")),
+                    "python": "{}.{}".format(*sys.version_info[:2]),
+                    "script_python_env": "MAILSEC_SCRIPT_PYTHON" in os.environ,
                 }
                 when = 1700000000 + seq + 0.25
                 if mode == "badtime":

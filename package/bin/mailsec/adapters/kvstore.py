@@ -36,6 +36,13 @@ class KVStoreCheckpointStore:
     def delete(self, key: str) -> None:
         self._checkpointer.delete(key)
 
+    def delete_range(self, low: str, high: str) -> None:
+        """Delete every record with low <= _key < high, in one request."""
+        if not low or not high or low >= high:
+            raise ValueError("an empty key range")  # no query would delete every record
+        query = json.dumps({"_key": {"$gte": low, "$lt": high}})
+        self._checkpointer._collection_data.delete(query=query)
+
     def insert(self, key: str, state: Any) -> bool:
         """Create `key` only if absent (the KV store answers 409 for an existing
         key): the one atomic operation shared counters can be built on."""

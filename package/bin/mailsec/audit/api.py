@@ -77,6 +77,17 @@ class ExportRequest:
             return None
 
 
+def _origin(url: str) -> tuple:
+    """(scheme, host, port) of a URL, the port made explicit; None parts when unreadable."""
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        port = parts.port or {"https": 443, "http": 80}.get(scheme)
+        return (scheme, (parts.hostname or "").lower(), port)
+    except ValueError:  # a port that is not a number
+        return (None, None, None)
+
+
 def parse_xml(text: bytes) -> Element:
     try:
         return SafeET.fromstring(text, forbid_dtd=True)
@@ -126,13 +137,14 @@ class AuditApi:
         self.base = api_url.rstrip("/")
         self.domain = domain
         self.tokens = tokens
-        self._host = urlsplit(self.base).netloc.lower()
+        self._origin = _origin(self.base)
 
     # -- plumbing ---------------------------------------------------------
     def auth_headers(self, url: Optional[str] = None) -> dict:
-        """The bearer token, only for the API's own host: a file URL elsewhere
+        """The bearer token, only over https to the API's own host and port: a file
+        URL elsewhere, or in http:// (the token would cross the network in clear),
         does not get it."""
-        if url is not None and urlsplit(url).netloc.lower() != self._host:
+        if url is not None and (self._origin[0] != "https" or _origin(url) != self._origin):
             return {}
         return {"Authorization": f"Bearer {self.tokens.token()}"}
 
@@ -231,8 +243,9 @@ class AuditApi:
             url = _next_link(root)
             if not url:
                 return
-            if urlsplit(url).netloc.lower() != self._host:
-                raise ApiError("the list feed's next link points to another host: refused")
+            if _origin(url) != self._origin:
+                # the token goes with it: only over https to the API's own host and port
+                raise ApiError("the list feed's next link points elsewhere than api_url: refused")
         raise ApiError(f"the list feed has more than {MAX_PAGES} pages: refused")
 
     def delete(self, user: str, request_id: str) -> str:

@@ -10,14 +10,15 @@ hold the same slot, so together they never make more requests than there are
 slots. An input's `daily_request_budget` is the highest slot it may claim.
 
 A slot is claimed before the request is sent and never given back: a request
-that failed after leaving may still have counted at Google.
+that failed after leaving may still have counted at Google. The records of days
+before yesterday (UTC) count for nothing: `prune` deletes them, in one request.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Callable, Optional, Protocol
 
 from mailsec.core.timeutil import UTC
@@ -31,6 +32,10 @@ class ClaimStore(Protocol):
 
     def insert(self, key: str, state: Any) -> bool:
         """Create `key` only if it does not exist; False when it already does."""
+        ...
+
+    def delete_range(self, low: str, high: str) -> Any:
+        """Delete every record with low <= key < high."""
         ...
 
 
@@ -78,6 +83,13 @@ class DailyBudget:
                 return key
             self._hint[day] = slot + 1  # someone else's after all: try the next
         return None
+
+    def prune(self) -> str:
+        """Delete this domain's records of the days before yesterday (kept: yesterday,
+        for a run that started before midnight UTC); the first day kept."""
+        kept = (datetime.fromtimestamp(self._clock(), UTC) - timedelta(days=1)).strftime("%Y-%m-%d")
+        self._store.delete_range(f"{self._domain}|", self._key(kept, ""))
+        return kept
 
     def mark_exhausted_by_google(self) -> None:
         """Google refused a request for quota: no input of the domain tries again today."""

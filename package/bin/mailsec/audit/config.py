@@ -46,11 +46,22 @@ class AuditInputConfig:
             raise p.ConfigError(
                 "export_every", "must be at least 1h: each export costs one of 100 daily requests"
             )
+        search_query = p.text(params, "search_query")
+        include_deleted = p.boolean(params, "include_deleted", False)
+        if include_deleted and search_query:
+            # Google refuses every such export (docs/audit_export.md): each window
+            # would burn budget slots and then be given up
+            raise p.ConfigError(
+                "include_deleted",
+                "cannot be true together with search_query: Google runs no search query on "
+                "an export that includes deleted messages; empty search_query or set "
+                "include_deleted to false",
+            )
         return cls(
             account=p.required(params, "account"),
             users=tuple(dict.fromkeys(users)),
-            search_query=p.text(params, "search_query"),
-            include_deleted=p.boolean(params, "include_deleted", False),
+            search_query=search_query,
+            include_deleted=include_deleted,
             package_content=p.choice(params, "package_content", PACKAGE_CONTENTS, "FULL_MESSAGE"),
             export_every=every,
             first_begin_date=p.instant(params, "first_begin_date"),
@@ -117,3 +128,6 @@ class GoogleAccount:
                 )
         if not self.pgp_public_key.isascii():
             raise p.ConfigError("pgp_public_key", "must be US-ASCII text, as gpg --armor writes it")
+        from mailsec.audit.keycheck import check_pgp_keys
+
+        check_pgp_keys(self.pgp_public_key, self.pgp_private_key, self.pgp_passphrase)

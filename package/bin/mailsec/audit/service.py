@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 import requests
 
 from mailsec.audit.api import ApiError, AuditApi, ExportRequest, HostileXml, QuotaExceeded
-from mailsec.audit.auth import ServiceAccount, TokenProvider
+from mailsec.audit.auth import AuthError, ServiceAccount, TokenProvider
 from mailsec.audit.budget import COLLECTION as BUDGET_COLLECTION
 from mailsec.audit.budget import DailyBudget
 from mailsec.audit.config import AuditInputConfig, GoogleAccount
@@ -82,6 +82,7 @@ class AuditExportService:
         self.state: dict = {}
         self._gpg: Optional[GnupgSession] = None
         self.refused_xml = 0  # answers refused in this run, counted in the log
+        self.skipped = 0  # requests or files set aside by an unforeseen error, logged
 
     # -- the run ------------------------------------------------------------
     def run(self) -> None:
@@ -133,6 +134,7 @@ class AuditExportService:
                 owner=self.run_.name,
                 clock=self.clock,
             )
+            self._prune_budget()
             key_uploaded = self._ensure_public_key()
             settled = self._settle_creation_in_flight()
             if key_uploaded and settled:
@@ -227,8 +229,8 @@ class AuditExportService:
                 properties = request.properties
                 if (
                     properties.get("userEmailAddress", "").lower() == address
-                    and properties.get("beginDate") == pending["begin"]
-                    and properties.get("endDate") == pending["end"]
+                    and request.date("beginDate") == parse_google(pending["begin"])
+                    and request.date("endDate") == parse_google(pending["end"])
                     and request.request_id not in self.state["requests"]
                 ):
                     found = request
@@ -331,14 +333,7 @@ class AuditExportService:
             self.state.pop("creating", None)
             # the next windows go on: no gap
             if self.windows.retry_later(user, begin, end) is None:
-                self.log.error(
-                    "window %s..%s of %s@%s refused %d times: given up",
-                    begin,
-                    end,
-                    user,
-                    self.domain,
-                    MAX_WINDOW_RETRIES + 1,
-                )
+                self._given_up(window["user"], begin, end, f"refused by Google: {error}")
             self._save()
             self.log.error("export request for user=%s %s..%s failed: %s", user, begin, end, error)
             return True
@@ -370,6 +365,25 @@ class AuditExportService:
             window["end"],
         )
 
+    def _prune_budget(self) -> None:
+        """Once a UTC day: the budget's reservation records of earlier days go, so
+        the shared collection stays at about two days of records."""
+        day = self.budget.day()
+        if self.state.get("budget_pruned") == day:
+            return
+        try:
+            kept = self.budget.prune()
+        except Exception as error:  # housekeeping: the next day tries again
+            self.log.warning(
+                "could not delete old budget records of domain=%s (%s)",
+                self.domain,
+                type(error).__name__,
+            )
+            return
+        self.log.info("deleted budget records of domain=%s before %s", self.domain, kept)
+        self.state["budget_pruned"] = day
+        self._save()
+
     def _budget_exhausted(self, reason: str) -> None:
         day = self.budget.day()
         if self.state.get("budget_event_day") != day:
@@ -398,18 +412,51 @@ class AuditExportService:
         for request_id in list(self.state["requests"]):
             self.run_.check_stop()
             request = self.state["requests"][request_id]
-            if request.get("phase") == "deleting":
-                self._delete(request)
-                continue
             try:
-                current = self.api.status(request["name"], request_id)
-            except HostileXml as error:
-                self._refused("status", error, request)
-                continue
-            except ApiError as error:
-                self.log.error("status of request_id=%s failed: %s", request_id, error)
-                continue
-            self._on_status(request, current)
+                self._poll_one(request)
+            except (Stopped, ConfigError, AuthError):
+                raise  # the whole run stops: its reason is the input's, not the request's
+            except Exception as error:  # one request never holds up the others
+                self._unexpected(request, None, error)
+
+    def _poll_one(self, request: dict) -> None:
+        request_id = request["id"]
+        if request.get("phase") == "deleting":
+            self._delete(request)
+            return
+        try:
+            current = self.api.status(request["name"], request_id)
+        except HostileXml as error:
+            self._refused("status", error, request)
+            return
+        except ApiError as error:
+            self.log.error("status of request_id=%s failed: %s", request_id, error)
+            return
+        self._on_status(request, current)
+
+    def _unexpected(self, request: dict, file_index: Optional[int], error: Exception) -> None:
+        """Something in Google's answer this code did not foresee: an `error` event and
+        a log line with the request (and file); the run goes on with the others, and
+        this request or file is tried again on the next run."""
+        self.skipped += 1
+        where = "" if file_index is None else f" file={file_index}"
+        text = f"{type(error).__name__}: {error}"[:300]
+        self.log.error(
+            "audit_skipped request_id=%s%s skipped_this_run=%d: %s",
+            request["id"],
+            where,
+            self.skipped,
+            text,
+        )
+        self.lifecycle.emit(
+            self.lifecycle.event(
+                "error",
+                request,
+                ("unexpected", file_index, type(error).__name__, self.clock()),
+                file_index=file_index,
+                error=f"skipped until the next run: {text}",
+            )
+        )
 
     def _on_status(self, request: dict, current: ExportRequest) -> None:
         status = current.status or "UNKNOWN"
@@ -453,13 +500,25 @@ class AuditExportService:
     def _redo_window(self, request: dict) -> None:
         retries = request.get("retries", 0)
         if self.windows.redo(request["name"], request["begin"], request["end"], retries) is None:
-            self.log.error(
-                "window %s..%s of %s failed %d times: given up",
-                request["begin"],
-                request["end"],
-                request["user"],
-                MAX_WINDOW_RETRIES,
-            )
+            reason = f"its last export {request['id']} ended {request.get('status')}"
+            self._given_up(request["user"], request["begin"], request["end"], reason, request)
+
+    def _given_up(
+        self, user: str, begin: str, end: str, reason: str, request: Optional[dict] = None
+    ) -> None:
+        """A window no export will cover: an `error` event with given_up=true (the
+        health dashboard lists them) as well as the log line."""
+        attempts = MAX_WINDOW_RETRIES + 1
+        request_id = request["id"] if request else None
+        self.lifecycle.window_given_up(user, begin, end, attempts, reason[:200], request_id)
+        self.log.error(
+            "audit_window_given_up user=%s begin=%s end=%s attempts=%d: %s",
+            user,
+            begin,
+            end,
+            attempts,
+            reason[:200],
+        )
 
     def _forget(self, request: dict) -> None:
         self.state["requests"].pop(request["id"], None)
@@ -474,7 +533,12 @@ class AuditExportService:
             if settled(entry):
                 continue
             self.run_.check_stop()
-            self._process_file(request, index, url, entry)
+            try:
+                self._process_file(request, index, url, entry)
+            except (Stopped, ConfigError, AuthError):
+                raise
+            except Exception as error:  # one file never holds up the others
+                self._unexpected(request, index, error)
         if all(files.get(str(i), {}).get("done") for i in range(len(urls))):
             if self.config.delete_after_download:
                 request["phase"] = "deleting"
@@ -486,13 +550,26 @@ class AuditExportService:
             return
         self._maybe_warn(request)
 
-    def _maybe_warn(self, request: dict) -> None:
+    def _completed_at(self, request: dict) -> Optional[datetime]:
+        """The export's completedDate, read leniently (seconds, an ISO 'T'); None
+        when absent or unreadable, which is logged: messages without a Date then
+        take the run's time, and no 18-day warning can be computed."""
         completed = request.get("completed")
-        if not completed or request.get("warned"):
-            return
+        if not completed:
+            return None
         try:
-            completed_at = parse_google(completed)
+            return parse_google(completed)
         except ValueError:
+            self.log.warning(
+                "audit_date_skipped request_id=%s completedDate=%r: unreadable, not used",
+                request["id"],
+                str(completed)[:64],
+            )
+            return None
+
+    def _maybe_warn(self, request: dict) -> None:
+        completed_at = self._completed_at(request)
+        if completed_at is None or request.get("warned"):
             return
         if self._now() - completed_at >= WARN_AFTER:
             expires = completed_at + EXPIRES_AFTER
@@ -536,8 +613,7 @@ class AuditExportService:
                 os.unlink(path)
 
     def _decrypt_and_index(self, request: dict, index: int, path: str, entry: dict) -> None:
-        completed = request.get("completed")
-        export_time = parse_google(completed) if completed else self._now()
+        export_time = self._completed_at(request) or self._now()
         try:
             self.files.index(
                 request, index, entry, self._gnupg().decrypt_chunks(path), export_time, "decrypted"
@@ -554,7 +630,10 @@ class AuditExportService:
         """One throw-away GnuPG home per run, made when the first file needs it."""
         if self._gpg is None:
             self._gpg = GnupgSession(
-                self.account.pgp_private_key, self.account.pgp_passphrase, self.root
+                self.account.pgp_private_key,
+                self.account.pgp_passphrase,
+                self.root,
+                stop=self.run_.stop,
             )
         return self._gpg
 

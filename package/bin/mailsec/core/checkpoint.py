@@ -34,3 +34,10 @@ class MemoryCheckpointStore:
 
     def delete(self, key: str) -> None:
         self.data.pop(key, None)
+
+    def delete_range(self, low: str, high: str) -> int:
+        """Delete every record with low <= key < high; how many went."""
+        keys = [key for key in self.data if low <= key < high]
+        for key in keys:
+            del self.data[key]
+        return len(keys)

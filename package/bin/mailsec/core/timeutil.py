@@ -96,9 +96,16 @@ def format_google(value: Instant) -> str:
 
 
 def parse_google(text: str) -> datetime:
+    """A Google date, documented as 'YYYY-MM-DD HH:MM' (UTC) but read leniently:
+    with seconds and fractions, an ISO 8601 'T', a 'Z' or an offset, or a bare date.
+    Raise ValueError naming the text for anything else."""
     try:
         return datetime.strptime(text.strip(), "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
-    except ValueError:
+    except (ValueError, AttributeError):
+        pass
+    try:
+        return parse_iso8601(text)
+    except (ValueError, TypeError):
         raise ValueError(f"not a 'YYYY-MM-DD HH:MM' date: {text!r}") from None
 
 

@@ -1,4 +1,4 @@
-"""Parameters of the `ser_report` input and of a `ser_account`."""
+"""Parameters of the `ser_report` and `ser_usage` inputs and of a `ser_account`."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from mailsec.core import params as p
 
 WINDOWS = ("5m", "15m", "1h", "1d")
 VENDOR_REQUESTS_PER_MINUTE = 1000
+# ser_usage (docs/ser_usage.md): the current API publishes no limit; 300 a minute is
+# the cautious default, 10,000 the most the input accepts.
+USAGE_REPORTS = ("relay_usage", "relay_failures", "delivery_failures", "overview")
+USAGE_MAX_REQUESTS_PER_MINUTE = 10000
 
 
 @dataclass(frozen=True)
@@ -45,12 +49,51 @@ class SerInputConfig:
 
 
 @dataclass(frozen=True)
+class SerUsageInputConfig:
+    account: str
+    start_date: Optional[datetime]
+    reports: tuple[str, ...]
+    settle: timedelta
+    revisit_days: int
+    max_requests_per_minute: int
+    index: Optional[str] = None
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Optional[str]]) -> SerUsageInputConfig:
+        # UCC's multiple select joins its values with "|"; a hand-written conf may use ","
+        raw = (p.text(params, "reports") or "").replace("|", ",")
+        chosen = p.csv_list({"reports": raw}, "reports") or list(USAGE_REPORTS)
+        unknown = [name for name in chosen if name not in USAGE_REPORTS]
+        if unknown:
+            raise p.ConfigError(
+                "reports",
+                f"must be any of {', '.join(USAGE_REPORTS)}, not {', '.join(map(repr, unknown))}",
+            )
+        return cls(
+            account=p.required(params, "account"),
+            start_date=p.instant(params, "start_date"),
+            reports=tuple(name for name in USAGE_REPORTS if name in chosen),
+            settle=timedelta(hours=p.integer(params, "settle_hours", 2, minimum=0, maximum=48)),
+            revisit_days=p.integer(params, "revisit_days", 3, minimum=0, maximum=7),
+            max_requests_per_minute=p.integer(
+                params,
+                "max_requests_per_minute",
+                300,
+                minimum=1,
+                maximum=USAGE_MAX_REQUESTS_PER_MINUTE,
+            ),
+            index=p.text(params, "index"),
+        )
+
+
+@dataclass(frozen=True)
 class SerAccount:
     client_id: str
     client_secret: str = field(repr=False)
     auth_url: str = "https://auth.proofpoint.com/v1/token"
     api_url: str = "https://ser-api.proofpoint.com"
     ca_bundle: Optional[str] = None
+    reporting_url: str = "https://reporting.ser.proofpoint.com"
 
     @classmethod
     def from_fields(cls, fields: Mapping[str, Optional[str]]) -> SerAccount:
@@ -60,4 +103,5 @@ class SerAccount:
             auth_url=p.https_url(fields, "auth_url", cls.auth_url),
             api_url=p.https_url(fields, "api_url", cls.api_url).rstrip("/"),
             ca_bundle=p.text(fields, "ca_bundle"),
+            reporting_url=p.https_url(fields, "reporting_url", cls.reporting_url).rstrip("/"),
         )

@@ -9,15 +9,15 @@ under `<block>_<name>`), so a vendor change never loses data.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from mailsec.core.events import Event, build_event
 from mailsec.core.timeutil import as_utc, iso_z, parse_iso8601
+from mailsec.ser.values import digest
+from mailsec.ser.values import lenient_number as _count
 
 SUMMARY_SOURCETYPE = "proofpoint:ser:summary"
 ENTITLEMENT_SOURCETYPE = "proofpoint:ser:entitlement"
@@ -64,23 +64,6 @@ class Summary:
     @property
     def message_size_total(self) -> int:
         return sum(user["message_size_total"] for user in self.users)
-
-
-def _count(value: Any, where: str, problems: list[str]) -> int:
-    if value is None or value == "":
-        return 0
-    if isinstance(value, bool):
-        problems.append(f"{where} is {value!r}, not a number; counted as 0")
-        return 0
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        problems.append(f"{where} is {value!r}, not a number; counted as 0")
-        return 0
-    if not math.isfinite(number):  # "NaN", "Infinity", 1e400: int() would raise
-        problems.append(f"{where} is {value!r}, not a finite number; counted as 0")
-        return 0
-    return int(number) if number == int(number) else number
 
 
 def _text(value: Any) -> str:
@@ -153,11 +136,6 @@ def parse_summary(answer: Any) -> Summary:
     elif entitlement is not None:
         summary.problems.append("entitlement is not an object; ignored")
     return summary
-
-
-def digest(data: Any) -> str:
-    material = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:16]
 
 
 def window_digest(users: Iterable[Mapping]) -> str:

@@ -86,8 +86,8 @@ class Lifecycle:
     def window_given_up(
         self, user: str, begin: str, end: str, attempts: int, reason: str, request_id: Any = None
     ) -> None:
-        """The `error` event of a window no export will ever cover: a gap the user
-        must fill by hand (a new input with `first_begin_date` at the window)."""
+        """The `error` event (with `given_up=true`) of a window no export will ever
+        cover: a gap, shown on the health dashboard, that only a person can fill."""
         self.emit(
             self.event(
                 "error",
@@ -100,7 +100,6 @@ class Lifecycle:
                 attempts=attempts,
                 given_up=True,
                 error=f"window {begin}..{end} of {user} given up after {attempts} "
-                f"attempts ({reason}): no export covers it; to fill the gap, add an "
-                f"input with first_begin_date={begin} for this user",
+                f"attempts ({reason}): no export covers it, its messages are not indexed",
             )
         )

@@ -97,6 +97,19 @@ class Attachment:
         }
 
 
+# the most of a quoted-printable line kept undecoded while waiting for its end
+QP_CARRY_MAX = 64 * 1024
+
+
+def _open_escape(data: bytes) -> int:
+    """How many bytes at the end of `data` start a QP escape the next bytes complete
+    (`=` or `=X`, also `=\r` of a soft line break); binascii.a2b_qp decodes the rest
+    the same whether it is cut there or not."""
+    tail = data[-2:]
+    at = tail.rfind(b"=")
+    return 0 if at < 0 else len(tail) - at
+
+
 class _Decoder:
     """Content-Transfer-Encoding decoding of a part body, fed in arbitrary chunks."""
 
@@ -108,8 +121,12 @@ class _Decoder:
         if self.encoding == "base64":
             return self._base64(data)
         if self.encoding == "quoted-printable":
-            data = self._carry + data
+            data = self._carry + data if self._carry else data
             cut = data.rfind(b"\n") + 1
+            if len(data) - cut > QP_CARRY_MAX:
+                # a line with no end in sight (an attachment without line breaks):
+                # decode it too, all but an escape the next chunk completes
+                cut = len(data) - _open_escape(data)
             self._carry = data[cut:]
             return binascii.a2b_qp(data[:cut]) if cut else b""
         return data

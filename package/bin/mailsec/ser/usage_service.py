@@ -1,0 +1,366 @@
+"""The `ser_usage` input: one polling cycle per run (docs/ser_usage.md).
+
+A cycle walks UTC days from the checkpoint up to the last settled day (a day ended
+`settle_hours` ago), reading every page of every chosen report before the day
+counts as done; then polls again the recent days whose revisit is due (SER's counts
+still change for a few days), writing a report's rows again, with the revision
+incremented, only when one of its counts changed; then writes the overview event
+when the UTC day or the overview's `lastUpdated` changed.
+
+At-least-once: a day's events are written and flushed before the checkpoint that
+covers them is saved, so a crash re-emits at most the day in flight, with the same
+`event_id`s. An error ends the cycle with the checkpoint where it was: the next
+cycle starts from the same day. The checkpoint holds:
+
+    {"version": 1,
+     "next_day": <epoch of the first UTC day not yet read>,
+     "revisits": {"<day start>": {"polled_at": <epoch>,
+                                 "reports": {"<report>": [revision, digest]}}},
+     "overview": {"day": "YYYY-MM-DD", "marker": "<lastUpdated or digest>",
+                  "api": "v2" | "v1"}}
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import requests
+
+from mailsec.core.http import HttpClient
+from mailsec.core.runtime import InputRun
+from mailsec.core.timeutil import align_down, as_utc, iso_z
+from mailsec.ser import usage as u
+from mailsec.ser import windows as w
+from mailsec.ser.auth import SerApiError
+from mailsec.ser.config import SerAccount, SerUsageInputConfig
+from mailsec.ser.limits import SER_RETRY, client_rate_limiter
+from mailsec.ser.usage_client import (
+    PAGE_SIZE,
+    RELAY_FAILURES_PATH,
+    RELAY_USAGE_PATH,
+    UsageClient,
+    delivery_domain_path,
+)
+
+STATE_VERSION = 1
+DEFAULT_LOOKBACK_DAYS = 30
+PROGRESS_EVERY_SECONDS = 30.0
+# A report that announces no page count ends at a short page; this bounds it anyway.
+MAX_PAGES = 10000
+DAY_REPORTS = (u.RELAY_USAGE, u.RELAY_FAILURES, u.DELIVERY_FAILURES)
+
+
+@dataclass
+class CycleStats:
+    days_done: int = 0
+    days_left: int = 0
+    revisits: int = 0
+    revised_reports: int = 0
+    events: int = 0
+    pages: int = 0
+    bad_records: int = 0
+    stopped: bool = False
+
+
+class UsagePoller:
+    def __init__(
+        self,
+        run: InputRun,
+        config: SerUsageInputConfig,
+        client: UsageClient,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.run = run
+        self.config = config
+        self.client = client
+        self.log = run.logger
+        self.clock = clock
+        self.settle = config.settle.total_seconds()
+        self.schedule = w.revisit_schedule(config.revisit_days)
+        self.day_reports = tuple(r for r in DAY_REPORTS if r in config.reports)
+        self.stats = CycleStats()
+        self.state = self._load_state()
+
+    # -- state -------------------------------------------------------------------------
+
+    def _load_state(self) -> dict:
+        state = self.run.checkpoints.get(self.run.name)
+        if isinstance(state, dict) and state.get("version") == STATE_VERSION:
+            state.setdefault("revisits", {})
+            return state
+        start = self.config.start_date
+        first = as_utc(start).timestamp() if start else self.clock() - DEFAULT_LOOKBACK_DAYS * w.DAY
+        state = {"version": STATE_VERSION, "next_day": align_down(first, w.DAY), "revisits": {}}
+        # saved at once: a default start must not move when the first run is cut short
+        self._save(state)
+        self.log.info("ser_usage_checkpoint action=created next_day=%s", _day(state["next_day"]))
+        return state
+
+    def _save(self, state: Optional[dict] = None) -> None:
+        self.run.checkpoints.save(self.run.name, state if state is not None else self.state)
+
+    # -- one cycle ---------------------------------------------------------------------
+
+    def cycle(self) -> CycleStats:
+        if self.day_reports:
+            self._walk_new_days()
+            if not self._stopping():
+                self._revisit_due_days()
+        if u.OVERVIEW in self.config.reports and not self._stopping():
+            self._overview()
+        return self.stats
+
+    def _stopping(self) -> bool:
+        if self.run.stop.is_set():
+            self.stats.stopped = True
+        return self.stats.stopped
+
+    def _settled_until(self) -> float:
+        return self.clock() - self.settle
+
+    def _days_left(self, next_day: int) -> int:
+        return max(0, int((self._settled_until() - next_day) // w.DAY))
+
+    def _walk_new_days(self) -> None:
+        stats = self.stats
+        stats.days_left = self._days_left(self.state["next_day"])
+        if stats.days_left == 0:
+            return
+        self._progress("started")
+        last_report = self.clock()
+        while not self._stopping():
+            day = self.state["next_day"]
+            if day + w.DAY > self._settled_until():
+                break
+            reports = self._read_day(day)
+            next_age = w.next_revisit_age(self.schedule, self.clock() - (day + w.DAY))
+            final = next_age is None
+            events = []
+            for name, rows in reports.items():
+                events += u.day_events(
+                    name, self.config.account, day, 1, final, rows, index=self.run.index
+                )
+            if events:
+                stats.events += self.run.sink.write(events)
+            self.state["next_day"] = day + w.DAY
+            if not final:
+                self.state["revisits"][str(day)] = {
+                    "polled_at": self.clock(),
+                    "reports": {name: [1, rows.digest()] for name, rows in reports.items()},
+                }
+            self._save()
+            stats.days_done += 1
+            stats.days_left = self._days_left(self.state["next_day"])
+            if self.clock() - last_report >= PROGRESS_EVERY_SECONDS:
+                self._progress("running")
+                last_report = self.clock()
+        self._progress("stopped" if stats.stopped else "done")
+
+    def _progress(self, phase: str) -> None:
+        # key=value for the health dashboard's ser_usage panel
+        self.log.info(
+            "ser_usage_backfill phase=%s days_done=%d days_left=%d next_day=%s reports=%s",
+            phase, self.stats.days_done, self.stats.days_left, _day(self.state["next_day"]),
+            ",".join(self.day_reports),
+        )  # fmt: skip
+
+    def _revisit_due_days(self) -> None:
+        revisits: dict[str, Any] = self.state["revisits"]
+        for key in sorted(revisits, key=int):
+            if self._stopping():
+                return
+            day = int(key)
+            entry = revisits[key]
+            day_end = day + w.DAY
+            due_age = w.next_revisit_age(self.schedule, entry["polled_at"] - day_end)
+            if due_age is None:  # revisit_days was lowered: nothing more to poll
+                del revisits[key]
+                self._save()
+                continue
+            if self.clock() < day_end + due_age:
+                continue
+            reports = self._read_day(day)
+            self.stats.revisits += 1
+            final = w.next_revisit_age(self.schedule, self.clock() - day_end) is None
+            known = entry["reports"]
+            events = []
+            for name, rows in reports.items():
+                revision, old_digest = known.get(name, [0, u.Rows().digest()])
+                new_digest = rows.digest()
+                if new_digest != old_digest:
+                    revision += 1
+                    self.stats.revised_reports += 1
+                    events += u.day_events(
+                        name, self.config.account, day, revision, final, rows, index=self.run.index
+                    )
+                known[name] = [revision, new_digest]
+            if events:
+                self.stats.events += self.run.sink.write(events)
+            if final:
+                del revisits[key]
+            else:
+                entry["polled_at"] = self.clock()
+            self._save()
+
+    # -- reading a day -----------------------------------------------------------------
+
+    def _read_day(self, day: int) -> dict[str, u.Rows]:
+        """Every page of every chosen report for one day; raises on any error."""
+        date = _day(day)
+        reports: dict[str, u.Rows] = {}
+        if u.RELAY_USAGE in self.day_reports:
+            reports[u.RELAY_USAGE] = self._read_relay_report(u.RELAY_USAGE, RELAY_USAGE_PATH, date)
+        if u.RELAY_FAILURES in self.day_reports or u.DELIVERY_FAILURES in self.day_reports:
+            failures = self._read_relay_report(u.RELAY_FAILURES, RELAY_FAILURES_PATH, date)
+            if u.RELAY_FAILURES in self.day_reports:
+                reports[u.RELAY_FAILURES] = failures
+            if u.DELIVERY_FAILURES in self.day_reports:
+                domains = u.Rows()
+                for relay_user in failures.with_delivery_failures:
+                    path = delivery_domain_path(relay_user["relay_user_id"])
+                    self._read_pages(
+                        path,
+                        date,
+                        "dsnCode",
+                        lambda answer, where, user=relay_user: u.add_domain_rows(
+                            domains, answer, user, where
+                        ),
+                    )
+                self._count_problems(u.DELIVERY_FAILURES, date, domains)
+                reports[u.DELIVERY_FAILURES] = domains
+        return reports
+
+    def _read_relay_report(self, report: str, path: str, date: str) -> u.Rows:
+        rows = u.Rows()
+        self._read_pages(
+            path, date, "name", lambda answer, where: u.add_relay_rows(rows, answer, report, where)
+        )
+        self._count_problems(report, date, rows)
+        return rows
+
+    def _read_pages(self, path: str, date: str, order_by: str, add: Callable) -> None:
+        page = 1
+        while True:
+            answer = self.client.report_page(path, date, page, order_by)
+            self.stats.pages += 1
+            held = add(answer, f"{path} {date} page {page}")
+            pages = u.total_pages(answer, PAGE_SIZE)
+            if pages is not None:
+                if page >= pages:
+                    return
+            elif held < PAGE_SIZE:
+                return
+            if page >= MAX_PAGES:
+                raise SerApiError(f"{path} {date}", None, f"more than {MAX_PAGES} pages")
+            page += 1
+
+    def _count_problems(self, report: str, date: str, rows: u.Rows) -> None:
+        if rows.problems:
+            self.stats.bad_records += len(rows.problems)
+            self.log.warning(
+                "ser_usage_bad_data report=%s day=%s problems=%d first=%r",
+                report, date, len(rows.problems), rows.problems[0],
+            )  # fmt: skip
+
+    # -- overview ----------------------------------------------------------------------
+
+    def _overview(self) -> None:
+        known = self.state.get("overview") or {}
+        version = known.get("api", "v2")
+        try:
+            answer = self.client.overview(version)
+        except SerApiError as error:
+            if error.status != 404 or version != "v2":
+                raise
+            # a tenant without v2: v1 has the same figures but the last four
+            version = "v1"
+            answer = self.client.overview(version)
+        now = self.clock()
+        event, marker, problems = u.overview_event(
+            self.config.account, version, answer, now, index=self.run.index
+        )
+        if problems:
+            self.stats.bad_records += len(problems)
+            self.log.warning("ser_usage_bad_data report=overview first=%r", problems[0])
+        today = _day(now)
+        if known.get("day") == today and known.get("marker") == marker:
+            return
+        self.stats.events += self.run.sink.write([event])
+        self.state["overview"] = {"day": today, "marker": marker, "api": version}
+        self._save()
+        data = event.data
+        self.log.info(
+            "ser_usage_overview api=%s used_percent=%s forecast_percent=%s last_updated=%s",
+            version, data["used_percent"], data["forecast_percent"],
+            data.get("last_updated", "-"),
+        )  # fmt: skip
+
+
+def _day(epoch: float) -> str:
+    return iso_z(epoch)[:10]
+
+
+def run(run: InputRun) -> None:
+    config = SerUsageInputConfig.from_params(run.params)
+    account = SerAccount.from_fields(run.load_account("ser_account", config.account))
+    # Tests drive time through extras; in production the clocks are real and a
+    # wait ends early when the input is told to stop.
+    clock: Callable[[], float] = run.extras.get("clock", time.time)
+    sleep: Callable[[float], Any] = run.extras.get("sleep", run.stop.wait)
+    # the account's limit, shared with its other inputs on this host (ser_report's too)
+    bucket = client_rate_limiter(
+        config.max_requests_per_minute,
+        clock=run.extras.get("clock", time.monotonic),
+        sleep=sleep,
+        shared_state_dir=run.shared_state_dir,
+        account=config.account,
+    )
+    with HttpClient(
+        ca_bundle_pem=account.ca_bundle,
+        proxy=run.proxy,
+        retry=SER_RETRY,
+        rate_limiter=bucket,
+        logger=run.logger,
+        sleep=sleep,
+        wall_clock=clock,
+    ) as http:
+        client = UsageClient(
+            account, http, clock=clock, token_cache=run.secret_cache, logger=run.logger
+        )
+        poller = UsagePoller(run, config, client, clock=clock)
+        error: Optional[str] = None
+        try:
+            poller.cycle()
+        except SerApiError as failure:
+            error = str(failure)
+            run.logger.error(
+                "ser_usage_error status=%s request=%r message=%r checkpoint=%s",
+                failure.status if failure.status is not None else "malformed",
+                failure.what, failure.vendor_message, _day(poller.state["next_day"]),
+            )  # fmt: skip
+        except requests.RequestException as failure:
+            error = type(failure).__name__
+            run.logger.error(
+                "ser_usage_error status=unreachable error=%s message=%r checkpoint=%s",
+                type(failure).__name__, str(failure)[:300], _day(poller.state["next_day"]),
+            )  # fmt: skip
+        stats = poller.stats
+        run.logger.info(
+            "ser_usage_cycle result=%s days_done=%d days_left=%d revisits=%d "
+            "revised_reports=%d events=%d pages=%d bad_records=%d requests=%d status_429=%d "
+            "status_5xx=%d token_requests=%d rate_limit_wait_s=%.1f",
+            "error" if error else ("stopped" if stats.stopped else "ok"),
+            stats.days_done, stats.days_left, stats.revisits, stats.revised_reports,
+            stats.events, stats.pages, stats.bad_records, http.stats["requests"],
+            http.stats["status_429"], http.stats["status_5xx"], client.token_requests,
+            bucket.waited_seconds,
+        )  # fmt: skip
+        run.extras["stats"] = {
+            "cycle": stats,
+            "http": dict(http.stats),
+            "token_requests": client.token_requests,
+            "error": error,
+        }
