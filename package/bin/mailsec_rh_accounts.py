@@ -53,13 +53,13 @@ def forget_cached_certificate(session_key: str, account: str) -> None:
     from solnlib.splunkenv import get_splunkd_uri
 
     from mailsec.adapters.secret_cache import delete_credential
+    from mailsec.adapters.settings import RM_PEM_CACHE_REALM
     from mailsec.adapters.splunkd import Splunkd
-    from mailsec.rm.pem_cache import CACHE_REALM
 
     logger = log.Logs().get_logger("ta_mailsec_rest_handlers")
     try:
         splunkd = Splunkd(get_splunkd_uri(session_key), session_key)
-        if delete_credential(splunkd, CACHE_REALM, account):
+        if delete_credential(splunkd, RM_PEM_CACHE_REALM, account):
             logger.info("Deleted the cached certificate of rm_account %s", account)
     except Exception as error:
         logger.warning(

@@ -7,10 +7,13 @@ from solnlib import log
 from splunktaucclib.rest_handler.admin_external import AdminExternalHandler
 
 from mailsec.adapters.kvstore import delete_checkpoint_on_input_removal
+from mailsec.sense.dedupe import forget_listener
 
 
 class _DeleteCheckpointHandler(AdminExternalHandler):
     input_type = ""
+    #: what the service keeps besides its checkpoint: (open_store, input_name) -> None
+    forget_state = None
 
     def handleRemove(self, confInfo):
         delete_checkpoint_on_input_removal(
@@ -18,6 +21,7 @@ class _DeleteCheckpointHandler(AdminExternalHandler):
             self.input_type,
             str(self.callerArgs.id),
             log.Logs().get_logger("ta_mailsec_rest_handlers"),
+            forget_state=type(self).forget_state,
         )
         AdminExternalHandler.handleRemove(self, confInfo)
 
@@ -32,6 +36,7 @@ class SerUsageInputHandler(_DeleteCheckpointHandler):
 
 class SenseListenerInputHandler(_DeleteCheckpointHandler):
     input_type = "sense_listener"
+    forget_state = staticmethod(forget_listener)  # and the messageIds it remembers
 
 
 class AuditExportInputHandler(_DeleteCheckpointHandler):

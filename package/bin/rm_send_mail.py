@@ -24,12 +24,13 @@ def main(argv, stdin):
 
     import import_declare_test  # noqa: F401  (puts ../lib first on sys.path)
 
-    from mailsec.adapters import lean_config  # noqa: F401  (imported here to be timed)
-    from mailsec.adapters.alert import splunk_home
-    from mailsec.rm import client  # noqa: F401  (idem)
-    from mailsec.rm.action import Runtime, run_payload
+    from mailsec.adapters import lean_config
+    from mailsec.adapters.alert import SplunkHomeOutput, splunk_home
+    from mailsec.adapters.settings import RM_PEM_CACHE_REALM
+    from mailsec.rm import client  # noqa: F401  (imported here to be timed)
+    from mailsec.rm.action import Runtime, run
 
-    runtime = Runtime(splunk_home=splunk_home(__file__))
+    runtime = Runtime(output=SplunkHomeOutput(splunk_home(__file__)))
     runtime.timings["imports_ms"] = round((time.perf_counter() - STARTED) * 1000)
     try:
         payload = json.loads(stdin.read())
@@ -39,7 +40,16 @@ def main(argv, stdin):
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         sys.stderr.write(f"ERROR the alert payload on stdin is not usable: {error!r}\n")
         return 1
-    return run_payload(payload, runtime)
+    # the account, the settings and the certificate cache, read from the splunkd that
+    # sent the payload over one connection (docs/development.md#layering)
+    splunkd = lean_config.LeanSplunkd(payload["server_uri"], payload["session_key"])
+    runtime.load_account = lambda tab, name: lean_config.load_account(splunkd, tab, name)
+    runtime.load_settings = lambda: lean_config.load_settings(splunkd)
+    runtime.cert_cache = splunkd.secret_cache(RM_PEM_CACHE_REALM)
+    try:
+        return run(payload, runtime)
+    finally:
+        splunkd.close()
 
 
 if __name__ == "__main__":

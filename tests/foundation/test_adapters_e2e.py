@@ -153,7 +153,7 @@ def test_removing_a_listener_forgets_the_message_ids_it_remembers(splunkd, monke
 
     from mailsec.adapters.kvstore import KVStoreCheckpointStore, delete_checkpoint_on_input_removal
     from mailsec.adapters.splunkd import Splunkd
-    from mailsec.sense.dedupe import COLLECTION, MessageLedger
+    from mailsec.sense.dedupe import COLLECTION, MessageLedger, forget_listener
 
     monkeypatch.setenv("SPLUNKD_URI", splunkd.server_uri)
     store = KVStoreCheckpointStore(Splunkd(splunkd.server_uri, splunkd.session_key), COLLECTION)
@@ -162,7 +162,11 @@ def test_removing_a_listener_forgets_the_message_ids_it_remembers(splunkd, monke
     other = MessageLedger(store, "other")
     assert other.record("report-1")
     delete_checkpoint_on_input_removal(
-        splunkd.session_key, "sense_listener", "edge", logging.getLogger("t")
+        splunkd.session_key,
+        "sense_listener",
+        "edge",
+        logging.getLogger("t"),
+        forget_state=forget_listener,  # what SenseListenerInputHandler passes
     )
     day = datetime.now(timezone.utc).date().isoformat()
     assert store.get(f"edge.{day}") is None

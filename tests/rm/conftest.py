@@ -13,6 +13,7 @@ from typing import Any, Optional
 import pytest
 
 from harness.certs import TestCA
+from mailsec.adapters.alert import SplunkHomeOutput
 from mailsec.core.secrets import MemorySecretCache
 from mailsec.rm import action
 from rm.simulator import RmSimulator, standard_setup
@@ -177,7 +178,7 @@ def run_action(tmp_path, sim, client_cert, ca):
         }
         payload.update(payload_extra)
         runtime = action.Runtime(
-            splunk_home=home,
+            output=SplunkHomeOutput(str(home)),
             load_account=load_account,
             load_settings=lambda: settings or {},
             sleep=sleep,

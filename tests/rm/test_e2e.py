@@ -12,8 +12,8 @@ import pytest
 from harness import modinput
 from harness.alert import run_alert
 from harness.proxy import ConnectProxy
+from mailsec.adapters.settings import RM_PEM_CACHE_REALM as CACHE_REALM
 from mailsec.rm import pem_cache
-from mailsec.rm.pem_cache import CACHE_REALM
 from rm.conftest import P12_PASSWORD, SENDER, leftover_cert_dirs, read_stash
 
 pytestmark = pytest.mark.slow

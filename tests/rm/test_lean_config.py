@@ -130,7 +130,7 @@ def test_a_closed_keep_alive_connection_is_reopened(seeded):
 def test_the_cache_entry_of_a_removed_account_is_deleted(seeded):
     """What RmAccountHandler.handleRemove does, through solnlib as inside splunkd."""
     from mailsec.adapters.secret_cache import delete_credential
-    from mailsec.rm.pem_cache import CACHE_REALM
+    from mailsec.adapters.settings import RM_PEM_CACHE_REALM as CACHE_REALM
 
     lean(seeded).set_secret(CACHE_REALM, "rm1", "x" * 600)
     where = Splunkd(seeded.server_uri, seeded.session_key)

@@ -1,8 +1,19 @@
-"""TA_mailsec add-on logic.
+"""TA_mailsec add-on logic, in layers (docs/development.md#layering).
 
-`core` holds what every service shares and never imports splunklib or solnlib;
-`adapters` is the only place that talks to splunkd (through splunklib and solnlib);
-each service lives in its own sub-package and depends on `core` only.
+`core` holds what every service shares and never imports splunklib or solnlib. The
+import rules, checked by tests/foundation/test_layering.py:
+
+- `mailsec.core` imports no other part of the add-on.
+- `mailsec.adapters`, the only code that talks to splunkd (through splunklib and
+  solnlib), imports `mailsec.core` only.
+- Each service (every other sub-package: `mailsec.ser`, `mailsec.sense`,
+  `mailsec.audit`, `mailsec.rm`, ...) imports `mailsec.core` only: neither the adapters
+  nor another service. Where a service needs splunkd, the entry script passes an
+  adapter in, typed by a Protocol in `mailsec.core`.
+- The modules beside the sub-packages (`mailsec.accounts`) put services together for
+  the entry scripts: they import `mailsec.core` and the services; no sub-package
+  imports them.
+- Every layer may use the package root (`mailsec`: `APP_NAME`), which imports nothing.
 """
 
 APP_NAME = "TA_mailsec"

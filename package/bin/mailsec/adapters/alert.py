@@ -157,3 +157,17 @@ def write_stash(home: str, event: Event, default_index: str = "main") -> str:
             os.unlink(temporary)
         raise
     return final
+
+
+class SplunkHomeOutput:
+    """`mailsec.core.alert.AlertOutput` under $SPLUNK_HOME: the action's modalert log,
+    and splunkd's spool folder for its events."""
+
+    def __init__(self, home: str) -> None:
+        self.home = home
+
+    def log(self, action: str) -> ModalertLog:
+        return modalert_logger(action, self.home)
+
+    def write_event(self, event: Event, default_index: str = "main") -> str:
+        return write_stash(self.home, event, default_index)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from solnlib import log
 from solnlib.modular_input.checkpointer import KVStoreCheckpointer
@@ -61,11 +61,16 @@ def delete_input_checkpoint(splunkd: Splunkd, input_type: str, input_name: str) 
 
 
 def delete_checkpoint_on_input_removal(
-    session_key: str, input_type: str, input_name: str, logger: logging.Logger
+    session_key: str,
+    input_type: str,
+    input_name: str,
+    logger: logging.Logger,
+    forget_state: Optional[Callable[[Callable[[str], KVStoreCheckpointStore], str], None]] = None,
 ) -> bool:
     """Called by an input's REST handler inside splunkd before the input is removed:
-    deletes its checkpoint, its cached access tokens and, for a listener, the
-    messageIds it remembers.
+    deletes its checkpoint, its cached access tokens and what its service keeps in
+    other collections: `forget_state(open_store, input_name)`, given by the handler
+    (the listener's messageIds), where `open_store(collection)` is a store over it.
 
     A failure is logged and does not block the removal: an input that cannot be
     deleted because the KV store is down would be worse than a stale checkpoint.
@@ -75,10 +80,8 @@ def delete_checkpoint_on_input_removal(
         delete_input_checkpoint(splunkd, input_type, input_name)
         # and the access tokens it cached: a new input with this name starts clean
         StoragePasswordsCache(splunkd, owner=f"{input_type}.{input_name}").clear()
-        if input_type == "sense_listener":  # and the messageIds it remembers
-            from mailsec.sense.dedupe import COLLECTION, forget_input
-
-            forget_input(KVStoreCheckpointStore(splunkd, COLLECTION), input_name)
+        if forget_state is not None:
+            forget_state(lambda collection: KVStoreCheckpointStore(splunkd, collection), input_name)
     except Exception as error:
         log.log_exception(
             logger, error, "CheckpointError",

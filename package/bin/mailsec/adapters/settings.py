@@ -1,21 +1,20 @@
-"""Where UCC keeps the add-on's configuration, and what the settings tabs mean.
+"""Where UCC keeps the add-on's configuration, and the add-on's own storage/passwords
+realms.
 
 Shared by the solnlib reader (`adapters.config`, modular inputs) and the lean reader
 (`adapters.lean_config`, the alert action, which must not import solnlib): both
-name the same conf files and storage/passwords realms and read the Logging and
-Proxy tabs the same way. Standard library only.
+name the same conf files and storage/passwords realms. Standard library only.
 """
 
 from __future__ import annotations
 
-from typing import Optional
-
 from mailsec import APP_NAME
-from mailsec.core.params import ConfigError
+
+# What the Logging and Proxy tabs mean is core's (the alert action reads them too);
+# the adapters use it through this module.
+from mailsec.core.settings import log_level_from_settings, proxy_from_settings  # noqa: F401
 
 SETTINGS_CONF = "ta_mailsec_settings"
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-TRUE_FLAGS = ("1", "true")
 
 
 def conf_for_tab(tab: str) -> str:
@@ -39,28 +38,6 @@ def addon_realm(name: str) -> str:
 #: Every realm of this add-on starts so (UCC's and its own).
 REALM_PREFIX = f"__REST_CREDENTIAL__#{APP_NAME}#"
 
-
-def log_level_from_settings(settings: dict) -> str:
-    level = str((settings.get("logging") or {}).get("loglevel") or "INFO").upper()
-    return level if level in LOG_LEVELS else "INFO"
-
-
-def proxy_from_settings(settings: dict) -> Optional[dict]:
-    """The Proxy tab as {host, port, username, password, scheme}, or None when off."""
-    stanza = settings.get("proxy") or {}
-    if str(stanza.get("proxy_enabled") or "0").lower() not in TRUE_FLAGS:
-        return None
-    host, port = stanza.get("proxy_url"), stanza.get("proxy_port")
-    if not host or not port:
-        raise ConfigError("proxy_url", "the proxy is enabled but its host or port is empty")
-    try:
-        port_number = int(port)
-    except ValueError:
-        raise ConfigError("proxy_port", f"must be a port number, not {port!r}") from None
-    return {
-        "host": host,
-        "port": port_number,
-        "username": stanza.get("proxy_username"),
-        "password": stanza.get("proxy_password"),
-        "scheme": stanza.get("proxy_type") or "http",
-    }
+#: The alert action's cache of PEM client certificates (mailsec.rm.pem_cache), one
+#: entry per RM account (docs/rm_send_mail.md#certificate-cache).
+RM_PEM_CACHE_REALM = addon_realm("rm_pem_cache")

@@ -14,14 +14,16 @@ import sys
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from mailsec.adapters import settings as names
-from mailsec.adapters.alert import modalert_logger, write_stash
 from mailsec.core.events import build_event
 from mailsec.core.params import ConfigError
+from mailsec.core.settings import log_level_from_settings, proxy_from_settings
 from mailsec.rm import codes, pem_cache, validate
 from mailsec.rm.config import RmAccount, RmActionConfig
+
+if TYPE_CHECKING:
+    from mailsec.core.alert import AlertOutput
 
 # The action is a new process per mail, started without bytecode caching: modules
 # only some mails need (result tables, cryptography, random for retry jitter) are
@@ -43,11 +45,12 @@ def _utcnow() -> datetime:
 
 
 class Runtime:
-    """What a run takes from its surroundings; tests replace parts of it."""
+    """What a run takes from its surroundings, given by the entry script (splunkd's
+    adapters) or by tests."""
 
     def __init__(
         self,
-        splunk_home,
+        output: AlertOutput,  # the modalert log and the outcome event
         load_account: Optional[Callable[[str, str], dict]] = None,  # (tab, name) -> fields
         load_settings: Optional[Callable[[], dict]] = None,
         cert_cache: Any = None,  # a core.secrets.SecretCache keyed by account; None: none
@@ -58,7 +61,7 @@ class Runtime:
         connect_timeout: float = 10.0,
         read_timeout: float = 60.0,
     ) -> None:
-        self.splunk_home = splunk_home
+        self.output = output
         self.load_account = load_account
         self.load_settings = load_settings
         self.cert_cache = cert_cache
@@ -113,7 +116,7 @@ class _Phases:
 
 def run(payload: Mapping[str, Any], runtime: Runtime) -> int:
     """Send the mail a payload describes and record the outcome; return the exit status."""
-    logger = modalert_logger(ACTION, runtime.splunk_home)
+    logger = runtime.output.log(ACTION)
     configuration = payload.get("configuration") or {}
     context = {
         "search_name": payload.get("search_name") or "",
@@ -163,7 +166,7 @@ def _send(payload, configuration, context, runtime: Runtime, logger) -> Outcome:
         fields = runtime.load_account(ACCOUNT_TAB, config.account)
         account = RmAccount.from_fields(fields)
         settings = runtime.load_settings() if runtime.load_settings else {}
-        logger.setLevel(names.log_level_from_settings(settings))
+        logger.setLevel(log_level_from_settings(settings))
         proxy = _proxy(settings)
     except ConfigError as error:
         return Outcome("ACCOUNT_INVALID", detail=str(error))
@@ -293,7 +296,7 @@ def _store_in_cache(name: str, entry: str, runtime: Runtime, logger) -> None:
 
 
 def _proxy(settings: dict):
-    proxy = names.proxy_from_settings(settings)
+    proxy = proxy_from_settings(settings)
     if proxy is None:
         return None
     if proxy["scheme"] != "http":
@@ -346,7 +349,7 @@ def _record(outcome: Outcome, context: dict, runtime: Runtime, logger) -> int:
     )
     (logger.info if status == EXIT_DONE else logger.error)("outcome %s", line)
     try:
-        write_stash(runtime.splunk_home, event, context["result_index"])
+        runtime.output.write_event(event, context["result_index"])
     except OSError as error:
         logger.error("cannot write the outcome event to the spool folder: %s", error)
         status = status or EXIT_FAILED
@@ -359,18 +362,3 @@ def _record(outcome: Outcome, context: dict, runtime: Runtime, logger) -> int:
             runtime.timings["script_ms"] = round((time.perf_counter() - started) * 1000)
         print(json.dumps({"phases_ms": runtime.timings}), file=sys.stderr)
     return status
-
-
-def run_payload(payload: Mapping[str, Any], runtime: Runtime) -> int:
-    """`run` with the account, the settings and the certificate cache read from the
-    splunkd that sent the payload, over one connection."""
-    from mailsec.adapters.lean_config import LeanSplunkd, load_account, load_settings
-
-    splunkd = LeanSplunkd(payload["server_uri"], payload["session_key"])
-    runtime.load_account = lambda tab, name: load_account(splunkd, tab, name)
-    runtime.load_settings = lambda: load_settings(splunkd)
-    runtime.cert_cache = splunkd.secret_cache(pem_cache.CACHE_REALM)
-    try:
-        return run(payload, runtime)
-    finally:
-        splunkd.close()

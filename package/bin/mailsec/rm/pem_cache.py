@@ -4,8 +4,9 @@ Opening the PKCS#12 takes `cryptography` (about 70 ms to import here) and its ke
 derivation, on every mail: most of what an alert costs. The first send of an
 account converts it once: the certificate chain as PEM, the private key as PKCS#8
 *encrypted with the certificate password*, the subject, the sender address and the
-validity. That is stored encrypted by splunkd (realm CACHE_REALM, user = account
-name), chunked as UCC stores its secrets. Later sends read it with the account's
+validity. That is stored encrypted by splunkd (realm RM_PEM_CACHE_REALM of
+mailsec/adapters/settings.py, user = account name; the entry script passes the
+cache in), chunked as UCC stores its secrets. Later sends read it with the account's
 secrets, in the same REST call, and `ssl` decrypts the key natively.
 
 The entry names the SHA-256 of the stored base64 PKCS#12 it came from: a replaced
@@ -24,9 +25,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Optional
 
-from mailsec.adapters.settings import addon_realm
-
-CACHE_REALM = addon_realm("rm_pem_cache")
 FORMAT = 1
 TEMP_PREFIX = "ta_mailsec_rm_"
 _FIELDS = ("p12_sha256", "cert_pem", "key_pem_encrypted", "not_before", "not_after")

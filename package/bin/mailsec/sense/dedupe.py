@@ -43,6 +43,12 @@ def forget_input(store: CheckpointStore, input_name: str, today: Optional[date] 
         store.delete(f"{input_name}.{(today - timedelta(days=n)).isoformat()}")
 
 
+def forget_listener(open_store: Callable[[str], CheckpointStore], input_name: str) -> None:
+    """What the listener's REST handler hands the adapter that removes an input:
+    `open_store(collection)` gives a store over a KV-store collection."""
+    forget_input(open_store(COLLECTION), input_name)
+
+
 class MessageLedger:
     def __init__(
         self,
