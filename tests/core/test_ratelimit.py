@@ -127,3 +127,99 @@ def test_processes_share_one_bucket(tmp_path):
     assert len(times) == 30
     assert times[-1] - times[0] >= (30 - 1) / 20.0 * 0.95
     assert max_in_any_window(times, 0.5) <= 1 + 20.0 * 0.5 + 1
+
+
+@pytest.mark.parametrize(
+    ("state", "wait"),
+    [
+        # far below a minute of reservations: read as that minute (5 + 60 tokens),
+        # the wait for the 66th slot at 1 a second
+        ('{"tokens": -1e300, "updated": 1000.0}', 66.0),
+        ('{"tokens": -Infinity, "updated": 1000.0}', 0.0),  # not a number: a full bucket
+        ('{"tokens": NaN, "updated": 1000.0}', 0.0),
+        ('{"tokens": -3, "updated": NaN}', 0.0),
+        ('{"tokens": 1e300, "updated": 1000.0}', 0.0),
+    ],
+)
+def test_a_hostile_count_never_stalls_the_account_past_a_minute(tmp_path, state, wait):
+    """A state file holding -1e300 once meant a sleep of 1e299 s (and Event.wait
+    raising OverflowError on infinity), kept for every later caller."""
+    import json
+
+    from mailsec.core.ratelimit import SharedTokenBucket
+
+    clock = FakeClock()
+    path = tmp_path / "b.json"
+    path.write_text(state)
+    bucket = SharedTokenBucket(str(path), 1.0, 5, clock=clock, sleep=clock.sleep)
+    assert bucket.acquire() == pytest.approx(wait)
+    written = json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(name))
+    assert -65.0 - 1.0 <= written["tokens"] <= 5.0
+    # and the next caller's wait follows on from a sane count
+    assert bucket.acquire() <= 67.0
+
+
+def test_a_link_or_pipe_at_the_state_path_is_replaced_never_followed(tmp_path):
+    import os
+
+    from mailsec.core.ratelimit import SharedTokenBucket
+
+    clock = FakeClock()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("someone else's file")
+    path = tmp_path / "b.json"
+    path.symlink_to(victim)
+    bucket = SharedTokenBucket(str(path), 1.0, 2, clock=clock, sleep=clock.sleep)
+    assert bucket.acquire() == 0
+    assert victim.read_text() == "someone else's file"
+    assert not path.is_symlink() and path.is_file()
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert bucket.acquire() == 0 and bucket.acquire() == 1.0  # the new file counts
+    path.unlink()
+    os.mkfifo(path)
+    assert bucket.acquire() == 0  # a pipe is no state: a new, full bucket
+    assert path.is_file()
+
+
+def test_a_state_file_of_another_user_is_replaced(tmp_path):
+    import os
+
+    from mailsec.core.ratelimit import SharedTokenBucket
+
+    if os.getuid() != 0:
+        pytest.skip("making a file of another user's needs root")
+    clock = FakeClock()
+    path = tmp_path / "b.json"
+    path.write_text('{"tokens": -60, "updated": 1000.0}')  # a minute's wait, planted
+    os.chown(path, 65534, 65534)
+    bucket = SharedTokenBucket(str(path), 1.0, 2, clock=clock, sleep=clock.sleep)
+    assert bucket.acquire() == 0
+    assert path.stat().st_uid == os.getuid()
+
+
+def test_a_folder_at_the_state_path_is_refused(tmp_path):
+    from mailsec.core.ratelimit import SharedTokenBucket
+
+    (tmp_path / "b.json").mkdir()
+    bucket = SharedTokenBucket(str(tmp_path / "b.json"), 1.0, 2)
+    with pytest.raises(OSError):
+        bucket.acquire()
+
+
+def test_the_folder_is_closed_to_others_and_a_linked_folder_refused(tmp_path):
+    import os
+
+    from mailsec.core.ratelimit import SharedTokenBucket
+
+    folder = tmp_path / "state" / "limits"
+    folder.mkdir(parents=True)
+    os.chmod(folder, 0o755)  # noqa: S103  (the state a umask of 022 leaves)
+    SharedTokenBucket.in_folder(str(folder), "ser_account:acme", 1.0, 2).acquire()
+    assert folder.stat().st_mode & 0o777 == 0o700
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    linked = tmp_path / "state" / "linked"
+    linked.symlink_to(elsewhere)
+    with pytest.raises(PermissionError):
+        SharedTokenBucket.in_folder(str(linked), "ser_account:acme", 1.0, 2)
+    assert list(elsewhere.iterdir()) == []

@@ -3,12 +3,22 @@ kept in memory, and one kept in a file that several processes share."""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import math
 import os
+import stat
 import threading
 import time
 from typing import Callable, Protocol
+
+from mailsec.core.files import private_dir
+
+# A link at the state file's path is not followed (absent on Windows, which has no
+# such links for a process to plant there).
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 class TokenBucket:
@@ -76,8 +86,10 @@ class SharedTokenBucket:
     count may go below zero: a reservation of a later slot), writes the state back
     and releases the lock; the wait for a reserved slot happens outside the lock.
     Processes on one host share the monotonic clock; a clock that went back (the
-    host restarted) or a damaged file starts a full bucket. Every process refills at
-    its own rate: callers with different rates never pass the highest of them.
+    host restarted) or a damaged file starts a full bucket, and a count below a
+    minute's worth of reservations is read as that minute: a bad file never stalls
+    the account's inputs for longer. Every process refills at its own rate: callers
+    with different rates never pass the highest of them.
     """
 
     def __init__(
@@ -101,24 +113,34 @@ class SharedTokenBucket:
     @classmethod
     def in_folder(cls, folder: str, key: str, rate_per_second: float, capacity: float = 1.0,
                   **kwargs) -> SharedTokenBucket:  # fmt: skip
-        """The bucket of `key` (e.g. an account) in a private folder, made if needed."""
-        os.makedirs(folder, mode=0o700, exist_ok=True)
+        """The bucket of `key` (e.g. an account) in a private folder, made if needed
+        (and closed to others if it was open)."""
+        parent = os.path.dirname(folder)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        private_dir(folder)
         name = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32] + ".json"
         return cls(os.path.join(folder, name), rate_per_second, capacity, **kwargs)
 
     def _reserve(self, state: dict) -> float:
         now = self._clock()
         tokens, updated = state.get("tokens"), state.get("updated")
-        readable = isinstance(tokens, (int, float)) and isinstance(updated, (int, float))
+        readable = (
+            isinstance(tokens, (int, float)) and isinstance(updated, (int, float))
+            and math.isfinite(tokens) and math.isfinite(updated)
+        )  # fmt: skip
         if not readable or now < updated:  # damaged, or written on another boot's clock
             tokens, updated = self.capacity, now
+        # each waiting caller holds one reservation: a minute of them is more than
+        # the inputs of one account ever queue, so a lower count is damage
+        tokens = max(-self.capacity - self.rate * 60.0, tokens)
         tokens = min(self.capacity, tokens + (now - updated) * self.rate) - 1.0
         state.update(tokens=tokens, updated=now)
         return 0.0 if tokens >= 0 else -tokens / self.rate
 
     def acquire(self) -> float:
         """Take one token, sleeping until its slot; returns the time slept."""
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fd = self._open_state()
         try:
             _lock(fd)
             try:
@@ -142,6 +164,29 @@ class SharedTokenBucket:
             self._sleep(wait)
             self.waited_seconds += wait
         return wait
+
+    def _open_state(self) -> int:
+        """The state file opened for update: a plain file of this user's. Anything
+        else at its path (a link, a pipe, another user's file) is removed and a new
+        file made; what cannot be removed (a folder) is refused."""
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NOFOLLOW, 0o600)
+            except OSError as error:
+                if error.errno not in (errno.ELOOP, errno.EMLINK):  # EMLINK: BSD's
+                    raise
+            else:
+                info = os.fstat(fd)
+                if stat.S_ISREG(info.st_mode) and _is_mine(info):
+                    return fd
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):  # another process removed it
+                os.unlink(self.path)
+        raise PermissionError(f"{self.path} is not a plain file of this user's: refusing it")
+
+
+def _is_mine(info: os.stat_result) -> bool:
+    return not hasattr(os, "getuid") or info.st_uid == os.getuid()
 
 
 try:
