@@ -161,6 +161,9 @@ class SerUsageSimulator(SerSimulator):
     # relay-user reports, totalCount for delivery failures by domain), "pagination",
     # "total_count", or "none"
     metadata_form: str = "per_endpoint"
+    # sent as every page's `metadata` in place of the true one: a vendor whose page
+    # counts are wrong (too high or too low) while its pages hold the true rows
+    lying_metadata: Optional[dict] = None
     # the alternate names: blockedMessage, totalMessages (for requestedMessages),
     # dsn_code (for dsnCode)
     renamed_fields: bool = False
@@ -470,6 +473,8 @@ class SerUsageSimulator(SerSimulator):
                     {r.get("dsnCode", r.get("dsn_code")) for r in rows}
                 )
                 answer["metadata"]["domains"] = sorted({r["domain"] for r in rows})
+        if self.lying_metadata is not None:
+            answer["metadata"] = json.loads(json.dumps(self.lying_metadata))
         return answer
 
 

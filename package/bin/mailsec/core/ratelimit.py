@@ -16,8 +16,7 @@ from typing import Callable, Protocol
 
 from mailsec.core.files import private_dir
 
-# A link at the state file's path is not followed (absent on Windows, which has no
-# such links for a process to plant there).
+# A link at the state file's path is not followed (the flag is absent on Windows).
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 

@@ -47,8 +47,9 @@ from mailsec.ser.usage_client import (
 STATE_VERSION = 1
 DEFAULT_LOOKBACK_DAYS = 30
 PROGRESS_EVERY_SECONDS = 30.0
-# A report that announces no page count ends at a short page; this bounds it anyway.
-MAX_PAGES = 10000
+# Pages of one report and day (100,000 rows): a report still full past it is an
+# error of that day, which stays unread (docs/ser_usage.md, "Behaviour on errors").
+MAX_PAGES = 1000
 DAY_REPORTS = (u.RELAY_USAGE, u.RELAY_FAILURES, u.DELIVERY_FAILURES)
 
 
@@ -222,6 +223,7 @@ class UsagePoller:
                 for relay_user in failures.with_delivery_failures:
                     path = delivery_domain_path(relay_user["relay_user_id"])
                     self._read_pages(
+                        u.DELIVERY_FAILURES,
                         path,
                         date,
                         "dsnCode",
@@ -229,40 +231,50 @@ class UsagePoller:
                             domains, answer, user, where
                         ),
                     )
-                self._count_problems(u.DELIVERY_FAILURES, date, domains)
+                self._count_problems(u.DELIVERY_FAILURES, date, domains.problems)
                 reports[u.DELIVERY_FAILURES] = domains
         return reports
 
     def _read_relay_report(self, report: str, path: str, date: str) -> u.Rows:
         rows = u.Rows()
         self._read_pages(
-            path, date, "name", lambda answer, where: u.add_relay_rows(rows, answer, report, where)
-        )
-        self._count_problems(report, date, rows)
+            report, path, date, "name",
+            lambda answer, where: u.add_relay_rows(rows, answer, report, where),
+        )  # fmt: skip
+        self._count_problems(report, date, rows.problems)
         return rows
 
-    def _read_pages(self, path: str, date: str, order_by: str, add: Callable) -> None:
-        page = 1
-        while True:
+    def _read_pages(self, report: str, path: str, date: str, order_by: str, add: Callable) -> None:
+        """Pages until one comes back short or empty. The page count the metadata
+        announces only raises a warning when it disagrees: believed, a count too high
+        made a request for every empty page it named, one too low dropped rows."""
+        announced = None
+        for page in range(1, MAX_PAGES + 1):
             answer = self.client.report_page(path, date, page, order_by)
             self.stats.pages += 1
             held = add(answer, f"{path} {date} page {page}")
-            pages = u.total_pages(answer, PAGE_SIZE)
-            if pages is not None:
-                if page >= pages:
-                    return
-            elif held < PAGE_SIZE:
+            if page == 1:
+                announced = u.total_pages(answer, PAGE_SIZE)
+            if held < PAGE_SIZE:
+                read = page if held else page - 1
+                if announced is not None and announced != read:
+                    problem = (
+                        f"{path} {date}: metadata announces {announced} pages, {read} held rows"
+                    )
+                    self._count_problems(report, date, [problem])
                 return
-            if page >= MAX_PAGES:
-                raise SerApiError(f"{path} {date}", None, f"more than {MAX_PAGES} pages")
-            page += 1
+        raise SerApiError(
+            f"{path} {date}",
+            None,
+            f"{report} of {date} still full after {MAX_PAGES} pages; the day is not done",
+        )
 
-    def _count_problems(self, report: str, date: str, rows: u.Rows) -> None:
-        if rows.problems:
-            self.stats.bad_records += len(rows.problems)
+    def _count_problems(self, report: str, date: str, problems: list) -> None:
+        if problems:
+            self.stats.bad_records += len(problems)
             self.log.warning(
                 "ser_usage_bad_data report=%s day=%s problems=%d first=%r",
-                report, date, len(rows.problems), rows.problems[0],
+                report, date, len(problems), problems[0],
             )  # fmt: skip
 
     # -- overview ----------------------------------------------------------------------
