@@ -410,3 +410,29 @@ def test_the_simulators_own_limit_is_ridden_out_with_and_without_retry_after(har
     for day in range(start, TODAY, DAY):
         got = {r["relay_user_id"] for r in harness.of("relay_usage") if r["day"] == day_of(day)}
         assert got == set(truth(sim, day).usage)
+
+
+def test_nan_and_infinity_in_an_unknown_field_are_written_as_null(harness, sim):
+    """json reads NaN and Infinity and would write them back bare: not JSON to Splunk."""
+    original = sim.usage_row
+
+    def drifting(user, counts):
+        row = original(user, counts)
+        row["newRatio"] = float("nan") if user % 2 else 0.5
+        row["newLimits"] = {"soft": float("inf"), "list": [1, float("-inf")], "label": "NaN"}
+        return row
+
+    sim.usage_row = drifting
+    stats = harness.cycle(start_date=day_of(TODAY - DAY), reports="relay_usage", **FAST)
+    assert stats["error"] is None
+    written = harness.of("relay_usage")
+    assert written
+    for event in harness.sink.events:
+        json.loads(event.json_text(), parse_constant=lambda name: pytest.fail(f"{name} written"))
+    assert {r["new_ratio"] for r in written} == {None, 0.5}
+    assert {json.dumps(r["new_limits"]) for r in written} == {
+        '{"soft": null, "list": [1, null], "label": "NaN"}'
+    }
+    # each row's bad values are counted, as a count that is not a number is
+    odd = sum(1 for r in written if r["new_ratio"] is None)
+    assert stats["cycle"].bad_records == odd + len(written)

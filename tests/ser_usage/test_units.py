@@ -99,3 +99,18 @@ def test_reports_parameter_accepts_the_forms_and_a_conf_files_separators():
     with pytest.raises(ConfigError) as refused:
         SerUsageInputConfig.from_params({"account": "a", "reports": "relay_usage|traffic"})
     assert refused.value.field == "reports" and "'traffic'" in str(refused.value)
+
+
+def test_non_finite_values_of_unknown_fields_become_null_and_are_counted():
+    rows = u.Rows()
+    answer = {"data": [
+        {"relayUserId": "r1", "name": "one", "newRate": float("nan"), "newMax": 1e400,
+         "nested": {"a": [float("-inf"), 2]}, "fine": {"a": [1.5, "Infinity"]}},
+    ]}  # fmt: skip
+    u.add_relay_rows(rows, answer, u.RELAY_USAGE, "page")
+    record = rows.records["r1"]
+    assert record["new_rate"] is None and record["new_max"] is None
+    assert record["nested"] == {"a": [None, 2]}
+    assert record["fine"] == {"a": [1.5, "Infinity"]}  # a string is not a number
+    assert len(rows.problems) == 3
+    assert all("not a finite number; kept as null" in p for p in rows.problems)

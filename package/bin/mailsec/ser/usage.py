@@ -5,8 +5,8 @@ under each name Proofpoint's own client knows, such as `blockedMessage` for
 `blockedMessages`) never stops the input; a field we do not know is kept under its
 snake_case name. Paging metadata comes in two forms, `metadata.pagination`
 {`currentPage`, `itemsPerPage`, `totalItemCount`, `totalPages`} and
-`metadata.totalCount`; both are read, and a page shorter than asked ends a report
-whose answer holds neither.
+`metadata.totalCount`; both are read, only to report a count that disagrees with
+the pages: a page shorter than asked, or empty, ends every report.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any, Optional
 
 from mailsec.core.events import Event, build_event
 from mailsec.core.timeutil import iso_z
-from mailsec.ser.values import digest, lenient_number
+from mailsec.ser.values import digest, finite_or_null, lenient_number
 
 RELAY_USAGE = "relay_usage"
 RELAY_FAILURES = "relay_failures"
@@ -120,7 +120,8 @@ def read_row(
     problems: list,
 ) -> dict:
     """A vendor row as event fields: known counters as numbers (0 when missing),
-    known texts as strings, every other field kept under its snake_case name."""
+    known texts as strings, every other field kept under its snake_case name (NaN
+    and infinities in it as null)."""
     record: dict[str, Any] = {}
     used = set()
     for name, vendor_names in texts:
@@ -137,7 +138,7 @@ def read_row(
         name = snake_case(str(key))
         if name in record or name in _RESERVED:
             name = f"vendor_{name}"
-        record[name] = value
+        record[name] = finite_or_null(value, f"{where}.{key}", problems)
     return record
 
 

@@ -30,6 +30,32 @@ def lenient_number(value: Any, where: str, problems: list[str]) -> int:
     return int(number) if number == int(number) else number
 
 
+def finite_or_null(value: Any, where: str, problems: list[str]) -> Any:
+    """A vendor value kept as it came, but for NaN and infinities anywhere in it:
+    json reads them and writes them back bare, which is not JSON to Splunk. They
+    become null, reported as problems the way a non-finite count is."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        problems.append(f"{where} is {value!r}, not a finite number; kept as null")
+        return None
+    if not isinstance(value, (list, dict)):
+        return value
+    try:
+        json.dumps(value, allow_nan=False)
+        return value
+    except ValueError:
+        pass
+    found: list[str] = []
+
+    def null(name: str) -> None:
+        found.append(name)
+
+    kept = json.loads(json.dumps(value), parse_constant=null)
+    problems.append(f"{where} holds {found[0]}, not a finite number; kept as null")
+    return kept
+
+
 def digest(data: Any) -> str:
     material = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:16]
