@@ -204,7 +204,7 @@ def _read_bot(position: int, raw: Any, problems: list) -> Optional[Bot]:
     call_count = _count(raw_count)
     if call_count is None and raw_count is not None and raw_count != "":
         problems.append((position, f"callCount is not a count: {raw_count!r}"))
-    # _text's fast path inline: a call per field is a fifth of reading a bot
+    # _text's fast path inline: four Python calls fewer per bot, 1,200 per report
     isp, country, city, url = get("ipIsp"), get("ipCountry"), get("ipCity"), get("topUrl")
     return _new_bot(
         (
