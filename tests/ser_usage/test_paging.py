@@ -124,7 +124,10 @@ def poller_with(client) -> usage_service.UsagePoller:
     return poller
 
 
-@pytest.mark.parametrize("metadata", [*HIGH, *LOW, {}])
+# an itemsPerPage of 1e-320 makes an infinite page count (it used to raise OverflowError)
+@pytest.mark.parametrize(
+    "metadata", [*HIGH, *LOW, {}, {"pagination": {"totalItemCount": 50, "itemsPerPage": 1e-320}}]
+)
 def test_an_empty_page_ends_the_report_whatever_the_metadata(metadata):
     client = FullThenEmpty(metadata)
     rows = u.Rows()

@@ -18,6 +18,7 @@ from mailsec.ser.config import SerUsageInputConfig
         ({"metadata": {"pagination": {"totalItemCount": "201", "itemsPerPage": "100"}}}, 3),
         ({"metadata": {"totalCount": 100}}, 1),
         ({"metadata": {"totalCount": "0"}}, 0),
+        ({"metadata": {"pagination": {"totalItemCount": 50, "itemsPerPage": 1e-320}}}, None),
         ({"metadata": {}}, None),
         ({"data": []}, None),
         ([], None),

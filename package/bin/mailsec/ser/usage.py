@@ -170,7 +170,10 @@ def total_pages(answer: Any, page_size: int) -> Optional[int]:
             return int(pages)
         items = lenient_number(pagination.get("totalItemCount"), "totalItemCount", [])
         per_page = lenient_number(pagination.get("itemsPerPage"), "itemsPerPage", []) or page_size
-        return math.ceil(items / per_page) if "totalItemCount" in pagination else None
+        if "totalItemCount" not in pagination:
+            return None
+        pages = items / per_page  # infinite for an itemsPerPage of 1e-320
+        return math.ceil(pages) if math.isfinite(pages) else None
     if "totalCount" in metadata:
         count = lenient_number(metadata.get("totalCount"), "totalCount", [])
         return math.ceil(count / page_size)
