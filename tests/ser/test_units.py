@@ -12,7 +12,7 @@ from mailsec.ser import windows as w
 from mailsec.ser.client import decode_answer, uudecode
 from mailsec.ser.config import SerInputConfig
 from mailsec.ser.limits import client_rate_limiter
-from mailsec.ser.report import parse_summary, summary_events
+from mailsec.ser.report import entitlement_event, parse_summary, summary_events
 from ser.simulator import uuencode
 
 DOC = {"applicationUsers": [{"applicationName": "Ü-app", "status": {"total": 3}}] * 3}
@@ -106,6 +106,26 @@ def test_a_count_that_is_not_finite_is_zeroed_not_a_crash(bad):
     assert user["success"] == 3 and user["temp_failure"] == 0
     assert any("finite" in problem for problem in summary.problems)
     assert parse_summary(json.loads('{"applicationUsers": [{"status": {"total": NaN}}]}')).users
+
+
+def test_unknown_vendor_fields_holding_nan_are_written_as_strict_json():
+    """json reads NaN and writes it back bare, which Splunk's JSON parser refuses."""
+    answer = json.loads(
+        '{"applicationUsers": [{"applicationName": "A", "newScore": NaN,'
+        ' "status": {"success": 1, "newStatus": Infinity}, "extra": {"x": [1, -Infinity]}}],'
+        ' "entitlement": {"annual_throughput": 10, "newRatio": NaN}}'
+    )
+    summary = parse_summary(answer)
+    (event,) = summary_events("acme", 0, 3600, 1, False, summary.users)
+    data = json.loads(event.json_text(), parse_constant=lambda name: pytest.fail(name))
+    assert data["newScore"] is None and data["status_newStatus"] is None
+    assert data["extra"] == {"x": [1, None]} and data["success"] == 1
+    assert sum("finite" in problem for problem in summary.problems) == 3
+    entitlement = entitlement_event("acme", answer["entitlement"], 5, 3600, 7200)
+    assert (
+        json.loads(entitlement.json_text(), parse_constant=lambda n: pytest.fail(n))["newRatio"]
+        is None
+    )
 
 
 def test_event_ids_depend_on_natural_key_and_revision_only():

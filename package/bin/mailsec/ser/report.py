@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 from mailsec.core.events import Event, build_event
 from mailsec.core.timeutil import as_utc, iso_z, parse_iso8601
-from mailsec.ser.values import digest
+from mailsec.ser.values import digest, finite_or_null
 from mailsec.ser.values import lenient_number as _count
 
 SUMMARY_SOURCETYPE = "proofpoint:ser:summary"
@@ -96,7 +96,8 @@ def flatten_user(entry: Mapping, problems: list[str], where: str = "applicationU
     extras.update({f"details_{k}": v for k, v in details.items() if k not in known_details})
     extras.update({k: v for k, v in entry.items() if k not in _KNOWN_USER_KEYS})
     for key, value in extras.items():
-        record[key if key not in _RESERVED else f"vendor_{key}"] = value
+        name = key if key not in _RESERVED else f"vendor_{key}"
+        record[name] = finite_or_null(value, f"{where}.{key}", problems)
     return record
 
 
@@ -196,7 +197,8 @@ def entitlement_event(
 ) -> Event:
     fields: dict[str, Any] = {"account": account}
     for key, value in entitlement.items():
-        fields[key if key not in ("account", "time", "event_id") else f"vendor_{key}"] = value
+        name = key if key not in ("account", "time", "event_id") else f"vendor_{key}"
+        fields[name] = finite_or_null(value, key, [])
     fields["license_start"] = _iso_or_raw(entitlement.get("license_start"))
     fields["license_end"] = _iso_or_raw(entitlement.get("license_end"))
     annual = _count(entitlement.get("annual_throughput"), "annual_throughput", [])
