@@ -23,15 +23,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import requests
-
-from mailsec.core.http import HttpClient
 from mailsec.core.runtime import InputRun
 from mailsec.core.timeutil import as_utc, iso_z
 from mailsec.ser import windows as w
-from mailsec.ser.client import SerApiError, SerClient
-from mailsec.ser.config import SerAccount, SerInputConfig
-from mailsec.ser.limits import SER_RETRY, client_rate_limiter
+from mailsec.ser.client import SerClient
+from mailsec.ser.config import SerInputConfig
 from mailsec.ser.report import (
     digest,
     entitlement_event,
@@ -39,10 +35,20 @@ from mailsec.ser.report import (
     summary_events,
     window_digest,
 )
+from mailsec.ser.runner import run_cycle
 
 STATE_VERSION = 1
 DEFAULT_LOOKBACK = 7 * w.DAY
 PROGRESS_EVERY_SECONDS = 30.0
+# the figures of the `ser_cycle` log line, in its order
+CYCLE_FIELDS = (
+    "windows_done",
+    "windows_left",
+    "revisits",
+    "revised_windows",
+    "events",
+    "bad_records",
+)
 
 
 @dataclass
@@ -99,6 +105,9 @@ class SerPoller:
 
     def _save(self, state: Optional[dict] = None) -> None:
         self.run.checkpoints.save(self.run.name, state if state is not None else self.state)
+
+    def checkpoint(self) -> str:
+        return iso_z(self.state["next_start"])
 
     # -- one cycle ---------------------------------------------------------------------
 
@@ -234,60 +243,4 @@ class SerPoller:
 
 def run(run: InputRun) -> None:
     config = SerInputConfig.from_params(run.params)
-    account = SerAccount.from_fields(run.load_account("ser_account", config.account))
-    # Tests drive time through extras; in production the clocks are real and a
-    # wait ends early when the input is told to stop.
-    clock: Callable[[], float] = run.extras.get("clock", time.time)
-    sleep: Callable[[float], Any] = run.extras.get("sleep", run.stop.wait)
-    bucket = client_rate_limiter(
-        config.max_requests_per_minute,
-        clock=run.extras.get("clock", time.monotonic),
-        sleep=sleep,
-        shared_state_dir=run.shared_state_dir,
-        account=config.account,
-    )
-    with HttpClient(
-        ca_bundle_pem=account.ca_bundle,
-        proxy=run.proxy,
-        retry=SER_RETRY,
-        rate_limiter=bucket,
-        logger=run.logger,
-        sleep=sleep,
-        wall_clock=clock,
-    ) as http:
-        client = SerClient(
-            account, http, clock=clock, token_cache=run.secret_cache, logger=run.logger
-        )
-        poller = SerPoller(run, config, client, clock=clock)
-        error: Optional[str] = None
-        try:
-            poller.cycle()
-        except SerApiError as failure:
-            error = str(failure)
-            run.logger.error(
-                "ser_error status=%s request=%r message=%r checkpoint=%s",
-                failure.status if failure.status is not None else "malformed",
-                failure.what, failure.vendor_message, iso_z(poller.state["next_start"]),
-            )  # fmt: skip
-        except requests.RequestException as failure:
-            error = type(failure).__name__
-            run.logger.error(
-                "ser_error status=unreachable error=%s message=%r checkpoint=%s",
-                type(failure).__name__, str(failure)[:300], iso_z(poller.state["next_start"]),
-            )  # fmt: skip
-        stats = poller.stats
-        run.logger.info(
-            "ser_cycle result=%s windows_done=%d windows_left=%d revisits=%d "
-            "revised_windows=%d events=%d bad_records=%d requests=%d status_429=%d "
-            "status_5xx=%d token_requests=%d rate_limit_wait_s=%.1f",
-            "error" if error else ("stopped" if stats.stopped else "ok"),
-            stats.windows_done, stats.windows_left, stats.revisits, stats.revised_windows,
-            stats.events, stats.bad_records, http.stats["requests"], http.stats["status_429"],
-            http.stats["status_5xx"], client.token_requests, bucket.waited_seconds,
-        )  # fmt: skip
-        run.extras["stats"] = {
-            "cycle": stats,
-            "http": dict(http.stats),
-            "token_requests": client.token_requests,
-            "error": error,
-        }
+    run_cycle(run, config, SerClient, SerPoller, "ser", CYCLE_FIELDS)

@@ -26,16 +26,13 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import requests
-
-from mailsec.core.http import HttpClient
 from mailsec.core.runtime import InputRun
 from mailsec.core.timeutil import align_down, as_utc, iso_z
 from mailsec.ser import usage as u
 from mailsec.ser import windows as w
 from mailsec.ser.auth import SerApiError
-from mailsec.ser.config import SerAccount, SerUsageInputConfig
-from mailsec.ser.limits import SER_RETRY, client_rate_limiter
+from mailsec.ser.config import SerUsageInputConfig
+from mailsec.ser.runner import run_cycle
 from mailsec.ser.usage_client import (
     PAGE_SIZE,
     RELAY_FAILURES_PATH,
@@ -50,6 +47,16 @@ PROGRESS_EVERY_SECONDS = 30.0
 # A report that announces no page count ends at a short page; this bounds it anyway.
 MAX_PAGES = 10000
 DAY_REPORTS = (u.RELAY_USAGE, u.RELAY_FAILURES, u.DELIVERY_FAILURES)
+# the figures of the `ser_usage_cycle` log line, in its order
+CYCLE_FIELDS = (
+    "days_done",
+    "days_left",
+    "revisits",
+    "revised_reports",
+    "events",
+    "pages",
+    "bad_records",
+)
 
 
 @dataclass
@@ -101,6 +108,9 @@ class UsagePoller:
 
     def _save(self, state: Optional[dict] = None) -> None:
         self.run.checkpoints.save(self.run.name, state if state is not None else self.state)
+
+    def checkpoint(self) -> str:
+        return _day(self.state["next_day"])
 
     # -- one cycle ---------------------------------------------------------------------
 
@@ -305,62 +315,4 @@ def _day(epoch: float) -> str:
 
 def run(run: InputRun) -> None:
     config = SerUsageInputConfig.from_params(run.params)
-    account = SerAccount.from_fields(run.load_account("ser_account", config.account))
-    # Tests drive time through extras; in production the clocks are real and a
-    # wait ends early when the input is told to stop.
-    clock: Callable[[], float] = run.extras.get("clock", time.time)
-    sleep: Callable[[float], Any] = run.extras.get("sleep", run.stop.wait)
-    # the account's limit, shared with its other inputs on this host (ser_report's too)
-    bucket = client_rate_limiter(
-        config.max_requests_per_minute,
-        clock=run.extras.get("clock", time.monotonic),
-        sleep=sleep,
-        shared_state_dir=run.shared_state_dir,
-        account=config.account,
-    )
-    with HttpClient(
-        ca_bundle_pem=account.ca_bundle,
-        proxy=run.proxy,
-        retry=SER_RETRY,
-        rate_limiter=bucket,
-        logger=run.logger,
-        sleep=sleep,
-        wall_clock=clock,
-    ) as http:
-        client = UsageClient(
-            account, http, clock=clock, token_cache=run.secret_cache, logger=run.logger
-        )
-        poller = UsagePoller(run, config, client, clock=clock)
-        error: Optional[str] = None
-        try:
-            poller.cycle()
-        except SerApiError as failure:
-            error = str(failure)
-            run.logger.error(
-                "ser_usage_error status=%s request=%r message=%r checkpoint=%s",
-                failure.status if failure.status is not None else "malformed",
-                failure.what, failure.vendor_message, _day(poller.state["next_day"]),
-            )  # fmt: skip
-        except requests.RequestException as failure:
-            error = type(failure).__name__
-            run.logger.error(
-                "ser_usage_error status=unreachable error=%s message=%r checkpoint=%s",
-                type(failure).__name__, str(failure)[:300], _day(poller.state["next_day"]),
-            )  # fmt: skip
-        stats = poller.stats
-        run.logger.info(
-            "ser_usage_cycle result=%s days_done=%d days_left=%d revisits=%d "
-            "revised_reports=%d events=%d pages=%d bad_records=%d requests=%d status_429=%d "
-            "status_5xx=%d token_requests=%d rate_limit_wait_s=%.1f",
-            "error" if error else ("stopped" if stats.stopped else "ok"),
-            stats.days_done, stats.days_left, stats.revisits, stats.revised_reports,
-            stats.events, stats.pages, stats.bad_records, http.stats["requests"],
-            http.stats["status_429"], http.stats["status_5xx"], client.token_requests,
-            bucket.waited_seconds,
-        )  # fmt: skip
-        run.extras["stats"] = {
-            "cycle": stats,
-            "http": dict(http.stats),
-            "token_requests": client.token_requests,
-            "error": error,
-        }
+    run_cycle(run, config, UsageClient, UsagePoller, "ser_usage", CYCLE_FIELDS)
