@@ -28,6 +28,7 @@ from mailsec.core.timeutil import as_utc, iso_z
 from mailsec.ser import windows as w
 from mailsec.ser.client import SerClient
 from mailsec.ser.config import SerInputConfig
+from mailsec.ser.cycle import STATE_VERSION, CyclePoller, run_cycle
 from mailsec.ser.report import (
     digest,
     entitlement_event,
@@ -35,9 +36,7 @@ from mailsec.ser.report import (
     summary_events,
     window_digest,
 )
-from mailsec.ser.runner import run_cycle
 
-STATE_VERSION = 1
 DEFAULT_LOOKBACK = 7 * w.DAY
 PROGRESS_EVERY_SECONDS = 30.0
 # the figures of the `ser_cycle` log line, in its order
@@ -62,7 +61,7 @@ class CycleStats:
     stopped: bool = False
 
 
-class SerPoller:
+class SerPoller(CyclePoller):
     def __init__(
         self,
         run: InputRun,
@@ -71,14 +70,8 @@ class SerPoller:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.run = run
-        self.config = config
-        self.client = client
-        self.log = run.logger
-        self.clock = clock
+        super().__init__(run, config, client, clock=clock)
         self.size = int(config.window.total_seconds())
-        self.settle = config.settle.total_seconds()
-        self.schedule = w.revisit_schedule(config.revisit_days)
         self.stats = CycleStats()
         self.seen_entitlement: Optional[dict] = None
         self.state = self._load_state()
@@ -86,12 +79,10 @@ class SerPoller:
     # -- state -------------------------------------------------------------------------
 
     def _load_state(self) -> dict:
-        state = self.run.checkpoints.get(self.run.name)
-        if isinstance(state, dict) and state.get("version") == STATE_VERSION:
-            state.setdefault("revisits", {})
+        state = self._saved_state()
+        if state is not None:
             return state
-        start = self.config.start_date
-        first = as_utc(start).timestamp() if start else self.clock() - DEFAULT_LOOKBACK
+        first = self._first_start(DEFAULT_LOOKBACK)
         state = {
             "version": STATE_VERSION,
             "next_start": w.align_down(first, self.size),
@@ -102,9 +93,6 @@ class SerPoller:
         self._save(state)
         self.log.info("ser_checkpoint action=created next_start=%s", iso_z(state["next_start"]))
         return state
-
-    def _save(self, state: Optional[dict] = None) -> None:
-        self.run.checkpoints.save(self.run.name, state if state is not None else self.state)
 
     def checkpoint(self) -> str:
         return iso_z(self.state["next_start"])
@@ -118,11 +106,6 @@ class SerPoller:
         if not self._stopping():
             self._entitlement()
         return self.stats
-
-    def _stopping(self) -> bool:
-        if self.run.stop.is_set():
-            self.stats.stopped = True
-        return self.stats.stopped
 
     def _poll(self, start: int, end: int) -> tuple[list[dict], float]:
         answer = self.client.summary(as_utc(start), as_utc(end))

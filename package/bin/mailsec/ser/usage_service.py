@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from mailsec.core.runtime import InputRun
-from mailsec.core.timeutil import align_down, as_utc, iso_z
+from mailsec.core.timeutil import align_down, iso_z
 from mailsec.ser import usage as u
 from mailsec.ser import windows as w
 from mailsec.ser.auth import SerApiError
 from mailsec.ser.config import SerUsageInputConfig
-from mailsec.ser.runner import run_cycle
+from mailsec.ser.cycle import STATE_VERSION, CyclePoller, run_cycle
 from mailsec.ser.usage_client import (
     PAGE_SIZE,
     RELAY_FAILURES_PATH,
@@ -41,7 +41,6 @@ from mailsec.ser.usage_client import (
     delivery_domain_path,
 )
 
-STATE_VERSION = 1
 DEFAULT_LOOKBACK_DAYS = 30
 PROGRESS_EVERY_SECONDS = 30.0
 # A report that announces no page count ends at a short page; this bounds it anyway.
@@ -71,7 +70,7 @@ class CycleStats:
     stopped: bool = False
 
 
-class UsagePoller:
+class UsagePoller(CyclePoller):
     def __init__(
         self,
         run: InputRun,
@@ -80,13 +79,7 @@ class UsagePoller:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.run = run
-        self.config = config
-        self.client = client
-        self.log = run.logger
-        self.clock = clock
-        self.settle = config.settle.total_seconds()
-        self.schedule = w.revisit_schedule(config.revisit_days)
+        super().__init__(run, config, client, clock=clock)
         self.day_reports = tuple(r for r in DAY_REPORTS if r in config.reports)
         self.stats = CycleStats()
         self.state = self._load_state()
@@ -94,20 +87,15 @@ class UsagePoller:
     # -- state -------------------------------------------------------------------------
 
     def _load_state(self) -> dict:
-        state = self.run.checkpoints.get(self.run.name)
-        if isinstance(state, dict) and state.get("version") == STATE_VERSION:
-            state.setdefault("revisits", {})
+        state = self._saved_state()
+        if state is not None:
             return state
-        start = self.config.start_date
-        first = as_utc(start).timestamp() if start else self.clock() - DEFAULT_LOOKBACK_DAYS * w.DAY
+        first = self._first_start(DEFAULT_LOOKBACK_DAYS * w.DAY)
         state = {"version": STATE_VERSION, "next_day": align_down(first, w.DAY), "revisits": {}}
         # saved at once: a default start must not move when the first run is cut short
         self._save(state)
         self.log.info("ser_usage_checkpoint action=created next_day=%s", _day(state["next_day"]))
         return state
-
-    def _save(self, state: Optional[dict] = None) -> None:
-        self.run.checkpoints.save(self.run.name, state if state is not None else self.state)
 
     def checkpoint(self) -> str:
         return _day(self.state["next_day"])
@@ -122,11 +110,6 @@ class UsagePoller:
         if u.OVERVIEW in self.config.reports and not self._stopping():
             self._overview()
         return self.stats
-
-    def _stopping(self) -> bool:
-        if self.run.stop.is_set():
-            self.stats.stopped = True
-        return self.stats.stopped
 
     def _settled_until(self) -> float:
         return self.clock() - self.settle

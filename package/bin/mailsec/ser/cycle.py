@@ -1,10 +1,8 @@
-"""One cycle of a SER input, the part `ser_report` and `ser_usage` share: the account's
-rate limit, the HTTP client, the error lines and the cycle line (docs/ser_report.md,
-docs/ser_usage.md).
-
-A poller class is built as `poller_class(run, config, client, clock=clock)` and has
-`cycle()`, `stats` (a dataclass with `stopped`) and `checkpoint()` (where the next
-cycle starts, as the error lines show it).
+"""One cycle of a SER input, the part `ser_report` and `ser_usage` share
+(docs/ser_report.md, docs/ser_usage.md): `CyclePoller`, the base of both pollers
+(versioned checkpoint with `revisits`, settle delay, revisit schedule, stop flag),
+and `run_cycle`: the account's rate limit, the HTTP client, the error lines and the
+cycle line.
 """
 
 from __future__ import annotations
@@ -17,9 +15,53 @@ import requests
 
 from mailsec.core.http import HttpClient
 from mailsec.core.runtime import InputRun
+from mailsec.core.timeutil import as_utc
+from mailsec.ser import windows as w
 from mailsec.ser.auth import SerApiError
 from mailsec.ser.config import SerAccount
 from mailsec.ser.limits import SER_RETRY, client_rate_limiter
+
+STATE_VERSION = 1
+
+
+class CyclePoller:
+    """Built as `poller_class(run, config, client, clock=clock)`; a subclass sets
+    `stats` (a dataclass with `stopped`) and `state`, and has `cycle()` and
+    `checkpoint()` (where the next cycle starts, as the error lines show it)."""
+
+    stats: Any
+    state: dict
+
+    def __init__(
+        self, run: InputRun, config: Any, client: Any, *, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.run = run
+        self.config = config
+        self.client = client
+        self.log = run.logger
+        self.clock = clock
+        self.settle = config.settle.total_seconds()
+        self.schedule = w.revisit_schedule(config.revisit_days)
+
+    def _saved_state(self) -> Optional[dict]:
+        """The checkpoint, or None when there is none of this version."""
+        state = self.run.checkpoints.get(self.run.name)
+        if isinstance(state, dict) and state.get("version") == STATE_VERSION:
+            state.setdefault("revisits", {})
+            return state
+        return None
+
+    def _first_start(self, lookback_seconds: float) -> float:
+        start = self.config.start_date
+        return as_utc(start).timestamp() if start else self.clock() - lookback_seconds
+
+    def _save(self, state: Optional[dict] = None) -> None:
+        self.run.checkpoints.save(self.run.name, state if state is not None else self.state)
+
+    def _stopping(self) -> bool:
+        if self.run.stop.is_set():
+            self.stats.stopped = True
+        return self.stats.stopped
 
 
 def run_cycle(
