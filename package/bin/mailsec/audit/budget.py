@@ -5,8 +5,8 @@ KV-store collection shared by all inputs (`ta_mailsec_audit_budget`), as one
 reservation record per request: key `<domain>|<UTC day>|<slot>`, slots 0..99.
 The KV store has no atomic increment, but it refuses to insert a second record
 with an existing key (HTTP 409): an input claims a slot by inserting its key and
-re-reads it to confirm it is the owner. Two inputs, or two processes, can never
-hold the same slot, so together they never make more requests than there are
+re-reads it to confirm it is the owner (mailsec.core.kvclaim). Two inputs, or two
+processes, can never hold the same slot, so together they never make more requests than there are
 slots. An input's `daily_request_budget` is the highest slot it may claim.
 
 A slot is claimed before the request is sent and never given back: a request
@@ -17,23 +17,17 @@ before yesterday (UTC) count for nothing: `prune` deletes them, in one request.
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import datetime, timedelta
 from typing import Any, Callable, Optional, Protocol
 
+from mailsec.core.kvclaim import ClaimStore, new_claim, try_claim
 from mailsec.core.timeutil import UTC
 
 COLLECTION = "ta_mailsec_audit_budget"
 DOMAIN_DAILY_LIMIT = 100
 
 
-class ClaimStore(Protocol):
-    def get(self, key: str) -> Optional[Any]: ...
-
-    def insert(self, key: str, state: Any) -> bool:
-        """Create `key` only if it does not exist; False when it already does."""
-        ...
-
+class BudgetStore(ClaimStore, Protocol):
     def delete_range(self, low: str, high: str) -> Any:
         """Delete every record with low <= key < high."""
         ...
@@ -42,7 +36,7 @@ class ClaimStore(Protocol):
 class DailyBudget:
     def __init__(
         self,
-        store: ClaimStore,
+        store: BudgetStore,
         domain: str,
         limit: int,
         owner: str,
@@ -66,22 +60,12 @@ class DailyBudget:
         day = self.day()
         if self.exhausted_by_google(day):
             return None
-        claim = {
-            "owner": self._owner,
-            "nonce": uuid.uuid4().hex,
-            "purpose": purpose,
-            "at": self._clock(),
-        }
+        claim = new_claim(self._owner, purpose, self._clock())
         for slot in range(self._hint.get(day, 0), self.limit):
             key = self._key(day, f"{slot:03d}")
-            if not self._store.insert(key, claim):
-                self._hint[day] = slot + 1
-                continue
-            stored = self._store.get(key)
-            if isinstance(stored, dict) and stored.get("nonce") == claim["nonce"]:
-                self._hint[day] = slot + 1
+            self._hint[day] = slot + 1  # taken now, by this input or another
+            if try_claim(self._store, key, claim):
                 return key
-            self._hint[day] = slot + 1  # someone else's after all: try the next
         return None
 
     def prune(self) -> str:

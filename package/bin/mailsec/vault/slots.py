@@ -18,18 +18,15 @@ knows (a run killed between claim and record) are given back at its next run.
 from __future__ import annotations
 
 import time
-import uuid
-from typing import Any, Callable, Optional, Protocol
+from typing import Callable, Optional, Protocol
+
+from mailsec.core.kvclaim import ClaimStore, new_claim, try_claim
 
 COLLECTION = "ta_mailsec_vault_slots"
 ORG_LIMIT = 20
 
 
-class SlotStore(Protocol):
-    def get(self, key: str) -> Optional[Any]: ...
-
-    def insert(self, key: str, state: Any) -> bool: ...
-
+class SlotStore(ClaimStore, Protocol):
     def delete(self, key: str) -> None: ...
 
 
@@ -53,18 +50,10 @@ class InProgressSlots:
 
     def claim(self, purpose: str) -> Optional[str]:
         """One free slot below this input's limit; its key, or None when all are held."""
-        claim = {
-            "owner": self._owner,
-            "nonce": uuid.uuid4().hex,
-            "purpose": purpose,
-            "at": self._clock(),
-        }
+        claim = new_claim(self._owner, purpose, self._clock())
         for slot in range(self.limit):
             key = self._key(slot)
-            if not self._store.insert(key, claim):
-                continue
-            stored = self._store.get(key)
-            if isinstance(stored, dict) and stored.get("nonce") == claim["nonce"]:
+            if try_claim(self._store, key, claim):
                 return key
         return None
 
