@@ -17,10 +17,11 @@ before yesterday (UTC) count for nothing: `prune` deletes them, in one request.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, Callable, Optional, Protocol
 
-from mailsec.core.kvclaim import ClaimStore, new_claim, try_claim
+from mailsec.core.kvclaim import ClaimStore, DomainClaims
 from mailsec.core.timeutil import UTC
 
 COLLECTION = "ta_mailsec_audit_budget"
@@ -33,7 +34,10 @@ class BudgetStore(ClaimStore, Protocol):
         ...
 
 
-class DailyBudget:
+class DailyBudget(DomainClaims):
+    CEILING = DOMAIN_DAILY_LIMIT
+    _store: BudgetStore
+
     def __init__(
         self,
         store: BudgetStore,
@@ -42,11 +46,7 @@ class DailyBudget:
         owner: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = store
-        self._domain = domain.lower()
-        self.limit = min(limit, DOMAIN_DAILY_LIMIT)
-        self._owner = owner
-        self._clock = clock
+        super().__init__(store, domain, limit, owner, clock)
         self._hint: dict[str, int] = {}  # per day: slots below are known taken
 
     def day(self) -> str:
@@ -60,13 +60,12 @@ class DailyBudget:
         day = self.day()
         if self.exhausted_by_google(day):
             return None
-        claim = new_claim(self._owner, purpose, self._clock())
+        return self._claim_first(self._slots_to_try(day), purpose)
+
+    def _slots_to_try(self, day: str) -> Iterator[str]:
         for slot in range(self._hint.get(day, 0), self.limit):
-            key = self._key(day, f"{slot:03d}")
-            self._hint[day] = slot + 1  # taken now, by this input or another
-            if try_claim(self._store, key, claim):
-                return key
-        return None
+            self._hint[day] = slot + 1  # taken once tried, by this input or another
+            yield self._key(day, f"{slot:03d}")
 
     def prune(self) -> str:
         """Delete this domain's records of the days before yesterday (kept: yesterday,

@@ -9,8 +9,10 @@ in-progress slots (docs/audit_export.md, docs/vault_export.md).
 
 from __future__ import annotations
 
+import time
 import uuid
-from typing import Any, Optional, Protocol
+from collections.abc import Iterable
+from typing import Any, Callable, Optional, Protocol
 
 
 class ClaimStore(Protocol):
@@ -32,3 +34,32 @@ def try_claim(store: ClaimStore, key: str, claim: dict) -> bool:
         return False
     stored = store.get(key)
     return isinstance(stored, dict) and stored.get("nonce") == claim["nonce"]
+
+
+class DomainClaims:
+    """Claims of one domain's keys in a shared collection, for one owner (an input),
+    at most `limit` of them and never more than the subclass's `CEILING`."""
+
+    CEILING: int
+
+    def __init__(
+        self,
+        store: ClaimStore,
+        domain: str,
+        limit: int,
+        owner: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._domain = domain.lower()
+        self.limit = min(limit, self.CEILING)
+        self._owner = owner
+        self._clock = clock
+
+    def _claim_first(self, keys: Iterable[str], purpose: str) -> Optional[str]:
+        """The first of `keys` this owner wins, tried in order; None when none is won."""
+        claim = new_claim(self._owner, purpose, self._clock())
+        for key in keys:
+            if try_claim(self._store, key, claim):
+                return key
+        return None
