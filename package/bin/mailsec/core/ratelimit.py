@@ -11,13 +11,8 @@ import time
 from typing import Callable, Protocol
 
 
-class TokenBucket:
-    """At most `capacity + rate * t` acquisitions in any span of t seconds.
-
-    To stay under a vendor's "N requests per rolling minute", choose
-    `rate = N_client / 60` with `capacity + N_client <= N`: a burst can never
-    push a rolling window over the vendor's limit.
-    """
+class _Bucket:
+    """What both buckets share: the rate, the capacity, the refill and the wait."""
 
     def __init__(
         self,
@@ -33,30 +28,53 @@ class TokenBucket:
         self.capacity = float(capacity)
         self._clock = clock
         self._sleep = sleep
+        self.waited_seconds = 0.0
+
+    def _take(self, tokens: float, elapsed: float) -> tuple[float, float]:
+        """The tokens left once refilled for `elapsed` seconds and one taken (below
+        zero: a reserved later slot), and the wait for that slot."""
+        left = min(self.capacity, tokens + max(0.0, elapsed) * self.rate) - 1.0
+        return left, 0.0 if left >= 0 else -left / self.rate
+
+    def _wait(self, wait: float) -> float:
+        if wait:
+            self._sleep(wait)
+            self.waited_seconds += wait
+        return wait
+
+
+class TokenBucket(_Bucket):
+    """At most `capacity + rate * t` acquisitions in any span of t seconds.
+
+    To stay under a vendor's "N requests per rolling minute", choose
+    `rate = N_client / 60` with `capacity + N_client <= N`: a burst can never
+    push a rolling window over the vendor's limit.
+    """
+
+    def __init__(
+        self,
+        rate_per_second: float,
+        capacity: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(rate_per_second, capacity, clock=clock, sleep=sleep)
         self._tokens = self.capacity
         self._updated = clock()
         self._lock = threading.Lock()
-        self.waited_seconds = 0.0
 
     @classmethod
     def per_minute(cls, requests_per_minute: float, **kwargs) -> TokenBucket:
         return cls(requests_per_minute / 60.0, **kwargs)
 
-    def _refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self._updated)
-        self._tokens = min(self.capacity, self._tokens + elapsed * self.rate)
-        self._updated = now
-
     def acquire(self) -> float:
         """Take one token, sleeping until one is there; returns the time slept."""
         with self._lock:
-            self._refill(self._clock())
-            self._tokens -= 1.0
-            wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
-        if wait:
-            self._sleep(wait)
-            self.waited_seconds += wait
-        return wait
+            now = self._clock()
+            self._tokens, wait = self._take(self._tokens, now - self._updated)
+            self._updated = now
+        return self._wait(wait)
 
 
 class RateLimiter(Protocol):
@@ -67,7 +85,7 @@ class RateLimiter(Protocol):
     def acquire(self) -> float: ...
 
 
-class SharedTokenBucket:
+class SharedTokenBucket(_Bucket):
     """A token bucket whose state is a small file, shared by every process that
     opens the same file: two inputs on one vendor account then share the account's
     limit instead of each spending all of it (docs/ser_report.md, "Rate limit").
@@ -89,14 +107,8 @@ class SharedTokenBucket:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if rate_per_second <= 0 or capacity < 1:
-            raise ValueError("rate must be positive and capacity at least 1")
+        super().__init__(rate_per_second, capacity, clock=clock, sleep=sleep)
         self.path = path
-        self.rate = float(rate_per_second)
-        self.capacity = float(capacity)
-        self._clock = clock
-        self._sleep = sleep
-        self.waited_seconds = 0.0
 
     @classmethod
     def in_folder(cls, folder: str, key: str, rate_per_second: float, capacity: float = 1.0,
@@ -112,9 +124,9 @@ class SharedTokenBucket:
         readable = isinstance(tokens, (int, float)) and isinstance(updated, (int, float))
         if not readable or now < updated:  # damaged, or written on another boot's clock
             tokens, updated = self.capacity, now
-        tokens = min(self.capacity, tokens + (now - updated) * self.rate) - 1.0
+        tokens, wait = self._take(tokens, now - updated)
         state.update(tokens=tokens, updated=now)
-        return 0.0 if tokens >= 0 else -tokens / self.rate
+        return wait
 
     def acquire(self) -> float:
         """Take one token, sleeping until its slot; returns the time slept."""
@@ -138,10 +150,7 @@ class SharedTokenBucket:
                 _unlock(fd)
         finally:
             os.close(fd)
-        if wait:
-            self._sleep(wait)
-            self.waited_seconds += wait
-        return wait
+        return self._wait(wait)
 
 
 try:
