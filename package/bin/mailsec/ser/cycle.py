@@ -22,6 +22,7 @@ from mailsec.ser.config import SerAccount
 from mailsec.ser.limits import SER_RETRY, client_rate_limiter
 
 STATE_VERSION = 1
+PROGRESS_EVERY_SECONDS = 30.0
 
 
 class CyclePoller:
@@ -62,6 +63,21 @@ class CyclePoller:
         if self.run.stop.is_set():
             self.stats.stopped = True
         return self.stats.stopped
+
+    def _walk(self, step: Callable[[], bool]) -> None:
+        """Call `step` until it returns False (nothing settled is left) or the input
+        stops, logging `_progress` started, running (every PROGRESS_EVERY_SECONDS)
+        and done or stopped."""
+        self._progress("started")
+        last_report = self.clock()
+        while not self._stopping() and step():
+            if self.clock() - last_report >= PROGRESS_EVERY_SECONDS:
+                self._progress("running")
+                last_report = self.clock()
+        self._progress("stopped" if self.stats.stopped else "done")
+
+    def _progress(self, phase: str) -> None:
+        raise NotImplementedError
 
 
 def run_cycle(

@@ -38,7 +38,6 @@ from mailsec.ser.report import (
 )
 
 DEFAULT_LOOKBACK = 7 * w.DAY
-PROGRESS_EVERY_SECONDS = 30.0
 # the figures of the `ser_cycle` log line, in its order
 CYCLE_FIELDS = (
     "windows_done",
@@ -129,31 +128,27 @@ class SerPoller(CyclePoller):
         self.stats.events += self.run.sink.write(events)
 
     def _walk_new_windows(self) -> None:
-        stats = self.stats
-        stats.windows_left = w.count_windows(
+        self.stats.windows_left = w.count_windows(
             self.state["next_start"], self.clock() - self.settle, self.size
         )
-        if stats.windows_left == 0:
-            return
-        self._progress("started")
-        last_report = self.clock()
-        while not self._stopping():
-            start, end = w.window_after(self.state["next_start"], self.size)
-            if end > self.clock() - self.settle:
-                break
-            users, age = self._poll(start, end)
-            next_age = w.next_revisit_age(self.schedule, age)
-            self._write(start, end, 1, next_age is None, users)
-            self.state["next_start"] = end
-            if next_age is not None:
-                self.state["revisits"][str(start)] = [end, 1, window_digest(users), self.clock()]
-            self._save()
-            stats.windows_done += 1
-            stats.windows_left = w.count_windows(end, self.clock() - self.settle, self.size)
-            if self.clock() - last_report >= PROGRESS_EVERY_SECONDS:
-                self._progress("running")
-                last_report = self.clock()
-        self._progress("stopped" if stats.stopped else "done")
+        if self.stats.windows_left:
+            self._walk(self._next_window)
+
+    def _next_window(self) -> bool:
+        """Poll and write the next settled window; False when none is settled."""
+        start, end = w.window_after(self.state["next_start"], self.size)
+        if end > self.clock() - self.settle:
+            return False
+        users, age = self._poll(start, end)
+        next_age = w.next_revisit_age(self.schedule, age)
+        self._write(start, end, 1, next_age is None, users)
+        self.state["next_start"] = end
+        if next_age is not None:
+            self.state["revisits"][str(start)] = [end, 1, window_digest(users), self.clock()]
+        self._save()
+        self.stats.windows_done += 1
+        self.stats.windows_left = w.count_windows(end, self.clock() - self.settle, self.size)
+        return True
 
     def _progress(self, phase: str) -> None:
         # key=value for the health dashboard's backfill panel

@@ -42,7 +42,6 @@ from mailsec.ser.usage_client import (
 )
 
 DEFAULT_LOOKBACK_DAYS = 30
-PROGRESS_EVERY_SECONDS = 30.0
 # A report that announces no page count ends at a short page; this bounds it anyway.
 MAX_PAGES = 10000
 DAY_REPORTS = (u.RELAY_USAGE, u.RELAY_FAILURES, u.DELIVERY_FAILURES)
@@ -118,39 +117,36 @@ class UsagePoller(CyclePoller):
         return max(0, int((self._settled_until() - next_day) // w.DAY))
 
     def _walk_new_days(self) -> None:
+        self.stats.days_left = self._days_left(self.state["next_day"])
+        if self.stats.days_left:
+            self._walk(self._next_day)
+
+    def _next_day(self) -> bool:
+        """Read and write the next settled day; False when none is settled."""
         stats = self.stats
+        day = self.state["next_day"]
+        if day + w.DAY > self._settled_until():
+            return False
+        reports = self._read_day(day)
+        next_age = w.next_revisit_age(self.schedule, self.clock() - (day + w.DAY))
+        final = next_age is None
+        events = []
+        for name, rows in reports.items():
+            events += u.day_events(
+                name, self.config.account, day, 1, final, rows, index=self.run.index
+            )
+        if events:
+            stats.events += self.run.sink.write(events)
+        self.state["next_day"] = day + w.DAY
+        if not final:
+            self.state["revisits"][str(day)] = {
+                "polled_at": self.clock(),
+                "reports": {name: [1, rows.digest()] for name, rows in reports.items()},
+            }
+        self._save()
+        stats.days_done += 1
         stats.days_left = self._days_left(self.state["next_day"])
-        if stats.days_left == 0:
-            return
-        self._progress("started")
-        last_report = self.clock()
-        while not self._stopping():
-            day = self.state["next_day"]
-            if day + w.DAY > self._settled_until():
-                break
-            reports = self._read_day(day)
-            next_age = w.next_revisit_age(self.schedule, self.clock() - (day + w.DAY))
-            final = next_age is None
-            events = []
-            for name, rows in reports.items():
-                events += u.day_events(
-                    name, self.config.account, day, 1, final, rows, index=self.run.index
-                )
-            if events:
-                stats.events += self.run.sink.write(events)
-            self.state["next_day"] = day + w.DAY
-            if not final:
-                self.state["revisits"][str(day)] = {
-                    "polled_at": self.clock(),
-                    "reports": {name: [1, rows.digest()] for name, rows in reports.items()},
-                }
-            self._save()
-            stats.days_done += 1
-            stats.days_left = self._days_left(self.state["next_day"])
-            if self.clock() - last_report >= PROGRESS_EVERY_SECONDS:
-                self._progress("running")
-                last_report = self.clock()
-        self._progress("stopped" if stats.stopped else "done")
+        return True
 
     def _progress(self, phase: str) -> None:
         # key=value for the health dashboard's ser_usage panel
