@@ -8,7 +8,7 @@ import json
 import os
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 
 class _Bucket:
@@ -51,17 +51,10 @@ class TokenBucket(_Bucket):
     push a rolling window over the vendor's limit.
     """
 
-    def __init__(
-        self,
-        rate_per_second: float,
-        capacity: float = 1.0,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        super().__init__(rate_per_second, capacity, clock=clock, sleep=sleep)
+    def __init__(self, rate_per_second: float, capacity: float = 1.0, **clocks: Any) -> None:
+        super().__init__(rate_per_second, capacity, **clocks)
         self._tokens = self.capacity
-        self._updated = clock()
+        self._updated = self._clock()
         self._lock = threading.Lock()
 
     @classmethod
