@@ -536,14 +536,13 @@ def test_secret_scan_fixture_fails_the_test(tmp_path: Path) -> None:
     )
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     env = dict(os.environ, PYTHONPATH=str(TESTS_DIR), PYTHONDONTWRITEBYTECODE="1")
-    started = time.monotonic()
+    # the timeout only catches a hang: the inner run takes about a second on an idle machine
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "harness.fixtures", "-p", "no:cacheprovider",
          "-q", str(test_file)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
     )  # fmt: skip
     out = proc.stdout + proc.stderr
-    assert time.monotonic() - started < 30
     assert proc.returncode == 1, out
     assert "2 failed, 2 passed, 1 error" in out, out
     assert "an event" in out
