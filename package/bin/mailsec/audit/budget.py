@@ -5,8 +5,8 @@ KV-store collection shared by all inputs (`ta_mailsec_audit_budget`), as one
 reservation record per request: key `<domain>|<UTC day>|<slot>`, slots 0..99.
 The KV store has no atomic increment, but it refuses to insert a second record
 with an existing key (HTTP 409): an input claims a slot by inserting its key and
-re-reads it to confirm it is the owner. Two inputs, or two processes, can never
-hold the same slot, so together they never make more requests than there are
+re-reads it to confirm it is the owner (mailsec.core.kvclaim). Two inputs, or two
+processes, can never hold the same slot, so together they never make more requests than there are
 slots. An input's `daily_request_budget` is the highest slot it may claim.
 
 A slot is claimed before the request is sent and never given back: a request
@@ -17,42 +17,36 @@ before yesterday (UTC) count for nothing: `prune` deletes them, in one request.
 from __future__ import annotations
 
 import time
-import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any, Callable, Optional, Protocol
 
+from mailsec.core.kvclaim import ClaimStore, DomainClaims
 from mailsec.core.timeutil import UTC
 
 COLLECTION = "ta_mailsec_audit_budget"
 DOMAIN_DAILY_LIMIT = 100
 
 
-class ClaimStore(Protocol):
-    def get(self, key: str) -> Optional[Any]: ...
-
-    def insert(self, key: str, state: Any) -> bool:
-        """Create `key` only if it does not exist; False when it already does."""
-        ...
-
+class BudgetStore(ClaimStore, Protocol):
     def delete_range(self, low: str, high: str) -> Any:
         """Delete every record with low <= key < high."""
         ...
 
 
-class DailyBudget:
+class DailyBudget(DomainClaims):
+    CEILING = DOMAIN_DAILY_LIMIT
+    _store: BudgetStore
+
     def __init__(
         self,
-        store: ClaimStore,
+        store: BudgetStore,
         domain: str,
         limit: int,
         owner: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._store = store
-        self._domain = domain.lower()
-        self.limit = min(limit, DOMAIN_DAILY_LIMIT)
-        self._owner = owner
-        self._clock = clock
+        super().__init__(store, domain, limit, owner, clock)
         self._hint: dict[str, int] = {}  # per day: slots below are known taken
 
     def day(self) -> str:
@@ -66,23 +60,12 @@ class DailyBudget:
         day = self.day()
         if self.exhausted_by_google(day):
             return None
-        claim = {
-            "owner": self._owner,
-            "nonce": uuid.uuid4().hex,
-            "purpose": purpose,
-            "at": self._clock(),
-        }
+        return self._claim_first(self._slots_to_try(day), purpose)
+
+    def _slots_to_try(self, day: str) -> Iterator[str]:
         for slot in range(self._hint.get(day, 0), self.limit):
-            key = self._key(day, f"{slot:03d}")
-            if not self._store.insert(key, claim):
-                self._hint[day] = slot + 1
-                continue
-            stored = self._store.get(key)
-            if isinstance(stored, dict) and stored.get("nonce") == claim["nonce"]:
-                self._hint[day] = slot + 1
-                return key
-            self._hint[day] = slot + 1  # someone else's after all: try the next
-        return None
+            self._hint[day] = slot + 1  # taken once tried, by this input or another
+            yield self._key(day, f"{slot:03d}")
 
     def prune(self) -> str:
         """Delete this domain's records of the days before yesterday (kept: yesterday,

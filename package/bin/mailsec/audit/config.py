@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -10,11 +9,10 @@ from typing import Optional
 
 from mailsec.core import params as p
 from mailsec.core.google_account import TOKEN_URL, delegation_fields
+from mailsec.core.mailbox import params as mailbox
 
 PACKAGE_CONTENTS = ("FULL_MESSAGE", "HEADER_ONLY")
 DOMAIN_DAILY_LIMIT = 100
-# the local part of an address, or a whole address in the account's domain
-_USER = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+(@[A-Za-z0-9.-]+)?$")
 
 
 @dataclass(frozen=True)
@@ -29,19 +27,12 @@ class AuditInputConfig:
     delete_after_download: bool = True
     daily_request_budget: int = DOMAIN_DAILY_LIMIT
     include_body: bool = False
-    body_max_bytes: int = 32 * 1024
+    body_max_bytes: int = mailbox.BODY_MAX_BYTES
     index: Optional[str] = None
 
     @classmethod
     def from_params(cls, params: Mapping[str, Optional[str]]) -> AuditInputConfig:
-        users = p.csv_list(params, "users")
-        if not users:
-            raise p.ConfigError(
-                "users", "list at least one user name of the domain, comma-separated"
-            )
-        for user in users:
-            if not _USER.match(user):
-                raise p.ConfigError("users", f"{user!r} is not a user name of the domain")
+        users = mailbox.users(params)
         every = p.duration(params, "export_every", "1d")
         if every < timedelta(hours=1):
             raise p.ConfigError(
@@ -60,7 +51,7 @@ class AuditInputConfig:
             )
         return cls(
             account=p.required(params, "account"),
-            users=tuple(dict.fromkeys(users)),
+            users=users,
             search_query=search_query,
             include_deleted=include_deleted,
             package_content=p.choice(params, "package_content", PACKAGE_CONTENTS, "FULL_MESSAGE"),
@@ -74,11 +65,7 @@ class AuditInputConfig:
                 minimum=1,
                 maximum=DOMAIN_DAILY_LIMIT,
             ),
-            include_body=p.boolean(params, "include_body", False),
-            body_max_bytes=p.integer(
-                params, "body_max_bytes", 32 * 1024, minimum=1, maximum=1 << 20
-            ),
-            index=p.text(params, "index"),
+            **mailbox.body_params(params),
         )
 
 

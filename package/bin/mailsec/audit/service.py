@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from datetime import datetime, timedelta
 from typing import Any, Callable, Optional
 
@@ -37,16 +36,16 @@ from mailsec.audit.budget import DailyBudget
 from mailsec.audit.config import AuditInputConfig, GoogleAccount
 from mailsec.audit.decrypt import DecryptError, GnupgSession, KeyUnusable
 from mailsec.audit.download import DownloadError, download, work_root
-from mailsec.core.http import HttpClient
-from mailsec.core.mailbox.files import FileIndexer, new_entry, settled
+from mailsec.core.mailbox.files import new_entry, settled
 from mailsec.core.mailbox.lifecycle import Lifecycle
+from mailsec.core.mailbox.params import user_name
 from mailsec.core.mailbox.pipeline import NotAnMbox
+from mailsec.core.mailbox.watcher import MailboxWatcher
 from mailsec.core.mailbox.windows import UserWindows
 from mailsec.core.params import ConfigError
 from mailsec.core.runtime import InputRun, Stopped
 from mailsec.core.timeutil import UTC, as_utc, format_google, parse_google
 
-STATE_VERSION = 1
 WARN_AFTER = timedelta(days=18)
 EXPIRES_AFTER = timedelta(days=21)
 MAX_FILE_ATTEMPTS = 3  # a file gpg cannot read is retried on this many runs
@@ -60,7 +59,7 @@ def run(run: InputRun) -> None:
     AuditExportService(run).run()
 
 
-class AuditExportService:
+class AuditExportService(MailboxWatcher):
     def __init__(
         self,
         run: InputRun,
@@ -68,10 +67,7 @@ class AuditExportService:
         sleep: Optional[Callable[[float], Any]] = None,
         workdir_base: Optional[str] = None,
     ) -> None:
-        self.run_ = run
-        self.log = run.logger
-        self.clock = clock or run.extras.get("clock") or time.time
-        self.sleep = sleep or run.extras.get("sleep") or run.stop.wait
+        super().__init__(run, clock, sleep)
         self.workdir_base = workdir_base or run.extras.get("workdir_base")
         self.config = AuditInputConfig.from_params(run.params)
         self.account = GoogleAccount.from_fields(
@@ -79,8 +75,7 @@ class AuditExportService:
         )
         self.account.require_pgp()
         self.domain = self.account.domain
-        self.users = tuple(_user_name(user, self.domain) for user in self.config.users)
-        self.state: dict = {}
+        self.users = tuple(user_name(user, self.domain) for user in self.config.users)
         self._gpg: Optional[GnupgSession] = None
         self.refused_xml = 0  # answers refused in this run, counted in the log
         self.skipped = 0  # requests or files set aside by an unforeseen error, logged
@@ -99,23 +94,9 @@ class AuditExportService:
             now=self._now,
             max_retries=MAX_WINDOW_RETRIES,
         )
-        self.files = FileIndexer(
-            self.lifecycle,
-            self._save,
-            self.run_.check_stop,
-            self.log,
-            "audit",
-            self.config.include_body,
-            self.config.body_max_bytes,
-            MAX_FILE_ATTEMPTS,
-        )
+        self.files = self._file_indexer("audit", MAX_FILE_ATTEMPTS)
         root = work_root(self.run_.name, self.workdir_base)
-        http = HttpClient(
-            ca_bundle_pem=self.account.ca_bundle,
-            proxy=self.run_.proxy,
-            logger=self.log,
-            sleep=lambda seconds: self.sleep(seconds),
-        )
+        http = self._http()
         try:
             tokens = TokenProvider(
                 http,
@@ -152,21 +133,7 @@ class AuditExportService:
             work_root(self.run_.name, self.workdir_base)
             os.rmdir(root)
 
-    # -- state --------------------------------------------------------------
-    def _load_state(self) -> dict:
-        state = self.run_.checkpoints.get(self.run_.name) or {}
-        if state.get("v") != STATE_VERSION:
-            state = {"v": STATE_VERSION}
-        state.setdefault("users", {})
-        state.setdefault("requests", {})
-        return state
-
-    def _save(self) -> None:
-        self.run_.checkpoints.save(self.run_.name, self.state)
-
-    def _now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock(), UTC)
-
+    # -- refused answers ----------------------------------------------------
     def _refused(
         self,
         endpoint: str,
@@ -250,13 +217,6 @@ class AuditExportService:
         self.state.pop("creating", None)
         self._save()
         return True
-
-    def _create_due_exports(self) -> None:
-        for user in self.users:
-            for begin, end in self.windows.due(user):
-                self.run_.check_stop()
-                if not self._create_one(user, begin, end):
-                    return
 
     def _create_one(self, user: str, begin: str, end: str) -> bool:
         """Request one window; False when no more may be requested in this run."""
@@ -669,13 +629,6 @@ class AuditExportService:
             self.sleep(delay)
             waited += delay
             self.run_.check_stop()
-
-
-def _user_name(user: str, domain: str) -> str:
-    name, _, user_domain = user.partition("@")
-    if user_domain and user_domain.lower() != domain:
-        raise ConfigError("users", f"{user!r} is not in the account's domain {domain}")
-    return name
 
 
 def _safe(text: str) -> str:

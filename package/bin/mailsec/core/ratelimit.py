@@ -12,7 +12,7 @@ import os
 import stat
 import threading
 import time
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from mailsec.core.files import private_dir
 
@@ -20,13 +20,8 @@ from mailsec.core.files import private_dir
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-class TokenBucket:
-    """At most `capacity + rate * t` acquisitions in any span of t seconds.
-
-    To stay under a vendor's "N requests per rolling minute", choose
-    `rate = N_client / 60` with `capacity + N_client <= N`: a burst can never
-    push a rolling window over the vendor's limit.
-    """
+class _Bucket:
+    """What both buckets share: the rate, the capacity, the refill and the wait."""
 
     def __init__(
         self,
@@ -42,30 +37,46 @@ class TokenBucket:
         self.capacity = float(capacity)
         self._clock = clock
         self._sleep = sleep
-        self._tokens = self.capacity
-        self._updated = clock()
-        self._lock = threading.Lock()
         self.waited_seconds = 0.0
+
+    def _take(self, tokens: float, elapsed: float) -> tuple[float, float]:
+        """The tokens left once refilled for `elapsed` seconds and one taken (below
+        zero: a reserved later slot), and the wait for that slot."""
+        left = min(self.capacity, tokens + max(0.0, elapsed) * self.rate) - 1.0
+        return left, 0.0 if left >= 0 else -left / self.rate
+
+    def _wait(self, wait: float) -> float:
+        if wait:
+            self._sleep(wait)
+            self.waited_seconds += wait
+        return wait
+
+
+class TokenBucket(_Bucket):
+    """At most `capacity + rate * t` acquisitions in any span of t seconds.
+
+    To stay under a vendor's "N requests per rolling minute", choose
+    `rate = N_client / 60` with `capacity + N_client <= N`: a burst can never
+    push a rolling window over the vendor's limit.
+    """
+
+    def __init__(self, rate_per_second: float, capacity: float = 1.0, **clocks: Any) -> None:
+        super().__init__(rate_per_second, capacity, **clocks)
+        self._tokens = self.capacity
+        self._updated = self._clock()
+        self._lock = threading.Lock()
 
     @classmethod
     def per_minute(cls, requests_per_minute: float, **kwargs) -> TokenBucket:
         return cls(requests_per_minute / 60.0, **kwargs)
 
-    def _refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self._updated)
-        self._tokens = min(self.capacity, self._tokens + elapsed * self.rate)
-        self._updated = now
-
     def acquire(self) -> float:
         """Take one token, sleeping until one is there; returns the time slept."""
         with self._lock:
-            self._refill(self._clock())
-            self._tokens -= 1.0
-            wait = 0.0 if self._tokens >= 0 else -self._tokens / self.rate
-        if wait:
-            self._sleep(wait)
-            self.waited_seconds += wait
-        return wait
+            now = self._clock()
+            self._tokens, wait = self._take(self._tokens, now - self._updated)
+            self._updated = now
+        return self._wait(wait)
 
 
 class RateLimiter(Protocol):
@@ -76,7 +87,7 @@ class RateLimiter(Protocol):
     def acquire(self) -> float: ...
 
 
-class SharedTokenBucket:
+class SharedTokenBucket(_Bucket):
     """A token bucket whose state is a small file, shared by every process that
     opens the same file: two inputs on one vendor account then share the account's
     limit instead of each spending all of it (docs/ser_report.md, "Rate limit").
@@ -100,14 +111,8 @@ class SharedTokenBucket:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if rate_per_second <= 0 or capacity < 1:
-            raise ValueError("rate must be positive and capacity at least 1")
+        super().__init__(rate_per_second, capacity, clock=clock, sleep=sleep)
         self.path = path
-        self.rate = float(rate_per_second)
-        self.capacity = float(capacity)
-        self._clock = clock
-        self._sleep = sleep
-        self.waited_seconds = 0.0
 
     @classmethod
     def in_folder(cls, folder: str, key: str, rate_per_second: float, capacity: float = 1.0,
@@ -133,9 +138,9 @@ class SharedTokenBucket:
         # each waiting caller holds one reservation: a minute of them is more than
         # the inputs of one account ever queue, so a lower count is damage
         tokens = max(-self.capacity - self.rate * 60.0, tokens)
-        tokens = min(self.capacity, tokens + (now - updated) * self.rate) - 1.0
+        tokens, wait = self._take(tokens, now - updated)
         state.update(tokens=tokens, updated=now)
-        return 0.0 if tokens >= 0 else -tokens / self.rate
+        return wait
 
     def acquire(self) -> float:
         """Take one token, sleeping until its slot; returns the time slept."""
@@ -159,10 +164,7 @@ class SharedTokenBucket:
                 _unlock(fd)
         finally:
             os.close(fd)
-        if wait:
-            self._sleep(wait)
-            self.waited_seconds += wait
-        return wait
+        return self._wait(wait)
 
     def _open_state(self) -> int:
         """The state file opened for update: a plain file of this user's. Anything

@@ -17,6 +17,21 @@ USAGE_REPORTS = ("relay_usage", "relay_failures", "delivery_failures", "overview
 USAGE_MAX_REQUESTS_PER_MINUTE = 10000
 
 
+def _polling_params(
+    params: Mapping[str, Optional[str]], revisit_days: int, rate: int, max_rate: int
+) -> dict:
+    """The parameters both SER inputs have, with the input's defaults."""
+    return {
+        "account": p.required(params, "account"),
+        "start_date": p.instant(params, "start_date"),
+        "revisit_days": p.integer(params, "revisit_days", revisit_days, minimum=0, maximum=7),
+        "max_requests_per_minute": p.integer(
+            params, "max_requests_per_minute", rate, minimum=1, maximum=max_rate
+        ),
+        "index": p.text(params, "index"),
+    }
+
+
 @dataclass(frozen=True)
 class SerInputConfig:
     account: str
@@ -30,21 +45,11 @@ class SerInputConfig:
     @classmethod
     def from_params(cls, params: Mapping[str, Optional[str]]) -> SerInputConfig:
         return cls(
-            account=p.required(params, "account"),
-            start_date=p.instant(params, "start_date"),
+            **_polling_params(params, 7, 900, VENDOR_REQUESTS_PER_MINUTE),
             window=p.duration(params, "window", "1h", allowed=WINDOWS),
             settle=timedelta(
                 minutes=p.integer(params, "settle_minutes", 10, minimum=0, maximum=1440)
             ),
-            revisit_days=p.integer(params, "revisit_days", 7, minimum=0, maximum=7),
-            max_requests_per_minute=p.integer(
-                params,
-                "max_requests_per_minute",
-                900,
-                minimum=1,
-                maximum=VENDOR_REQUESTS_PER_MINUTE,
-            ),
-            index=p.text(params, "index"),
         )
 
 
@@ -70,19 +75,9 @@ class SerUsageInputConfig:
                 f"must be any of {', '.join(USAGE_REPORTS)}, not {', '.join(map(repr, unknown))}",
             )
         return cls(
-            account=p.required(params, "account"),
-            start_date=p.instant(params, "start_date"),
+            **_polling_params(params, 3, 300, USAGE_MAX_REQUESTS_PER_MINUTE),
             reports=tuple(name for name in USAGE_REPORTS if name in chosen),
             settle=timedelta(hours=p.integer(params, "settle_hours", 2, minimum=0, maximum=48)),
-            revisit_days=p.integer(params, "revisit_days", 3, minimum=0, maximum=7),
-            max_requests_per_minute=p.integer(
-                params,
-                "max_requests_per_minute",
-                300,
-                minimum=1,
-                maximum=USAGE_MAX_REQUESTS_PER_MINUTE,
-            ),
-            index=p.text(params, "index"),
         )
 
 

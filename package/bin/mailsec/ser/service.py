@@ -23,15 +23,12 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-import requests
-
-from mailsec.core.http import HttpClient
 from mailsec.core.runtime import InputRun
 from mailsec.core.timeutil import as_utc, iso_z
 from mailsec.ser import windows as w
-from mailsec.ser.client import SerApiError, SerClient
-from mailsec.ser.config import SerAccount, SerInputConfig
-from mailsec.ser.limits import SER_RETRY, client_rate_limiter
+from mailsec.ser.client import SerClient
+from mailsec.ser.config import SerInputConfig
+from mailsec.ser.cycle import STATE_VERSION, CyclePoller, run_cycle
 from mailsec.ser.report import (
     digest,
     entitlement_event,
@@ -40,9 +37,16 @@ from mailsec.ser.report import (
     window_digest,
 )
 
-STATE_VERSION = 1
 DEFAULT_LOOKBACK = 7 * w.DAY
-PROGRESS_EVERY_SECONDS = 30.0
+# the figures of the `ser_cycle` log line, in its order
+CYCLE_FIELDS = (
+    "windows_done",
+    "windows_left",
+    "revisits",
+    "revised_windows",
+    "events",
+    "bad_records",
+)
 
 
 @dataclass
@@ -56,7 +60,7 @@ class CycleStats:
     stopped: bool = False
 
 
-class SerPoller:
+class SerPoller(CyclePoller):
     def __init__(
         self,
         run: InputRun,
@@ -65,14 +69,8 @@ class SerPoller:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.run = run
-        self.config = config
-        self.client = client
-        self.log = run.logger
-        self.clock = clock
+        super().__init__(run, config, client, clock=clock)
         self.size = int(config.window.total_seconds())
-        self.settle = config.settle.total_seconds()
-        self.schedule = w.revisit_schedule(config.revisit_days)
         self.stats = CycleStats()
         self.seen_entitlement: Optional[dict] = None
         self.state = self._load_state()
@@ -80,12 +78,10 @@ class SerPoller:
     # -- state -------------------------------------------------------------------------
 
     def _load_state(self) -> dict:
-        state = self.run.checkpoints.get(self.run.name)
-        if isinstance(state, dict) and state.get("version") == STATE_VERSION:
-            state.setdefault("revisits", {})
+        state = self._saved_state()
+        if state is not None:
             return state
-        start = self.config.start_date
-        first = as_utc(start).timestamp() if start else self.clock() - DEFAULT_LOOKBACK
+        first = self._first_start(DEFAULT_LOOKBACK)
         state = {
             "version": STATE_VERSION,
             "next_start": w.align_down(first, self.size),
@@ -97,8 +93,8 @@ class SerPoller:
         self.log.info("ser_checkpoint action=created next_start=%s", iso_z(state["next_start"]))
         return state
 
-    def _save(self, state: Optional[dict] = None) -> None:
-        self.run.checkpoints.save(self.run.name, state if state is not None else self.state)
+    def checkpoint(self) -> str:
+        return iso_z(self.state["next_start"])
 
     # -- one cycle ---------------------------------------------------------------------
 
@@ -109,11 +105,6 @@ class SerPoller:
         if not self._stopping():
             self._entitlement()
         return self.stats
-
-    def _stopping(self) -> bool:
-        if self.run.stop.is_set():
-            self.stats.stopped = True
-        return self.stats.stopped
 
     def _poll(self, start: int, end: int) -> tuple[list[dict], float]:
         answer = self.client.summary(as_utc(start), as_utc(end))
@@ -137,31 +128,27 @@ class SerPoller:
         self.stats.events += self.run.sink.write(events)
 
     def _walk_new_windows(self) -> None:
-        stats = self.stats
-        stats.windows_left = w.count_windows(
+        self.stats.windows_left = w.count_windows(
             self.state["next_start"], self.clock() - self.settle, self.size
         )
-        if stats.windows_left == 0:
-            return
-        self._progress("started")
-        last_report = self.clock()
-        while not self._stopping():
-            start, end = w.window_after(self.state["next_start"], self.size)
-            if end > self.clock() - self.settle:
-                break
-            users, age = self._poll(start, end)
-            next_age = w.next_revisit_age(self.schedule, age)
-            self._write(start, end, 1, next_age is None, users)
-            self.state["next_start"] = end
-            if next_age is not None:
-                self.state["revisits"][str(start)] = [end, 1, window_digest(users), self.clock()]
-            self._save()
-            stats.windows_done += 1
-            stats.windows_left = w.count_windows(end, self.clock() - self.settle, self.size)
-            if self.clock() - last_report >= PROGRESS_EVERY_SECONDS:
-                self._progress("running")
-                last_report = self.clock()
-        self._progress("stopped" if stats.stopped else "done")
+        if self.stats.windows_left:
+            self._walk(self._next_window)
+
+    def _next_window(self) -> bool:
+        """Poll and write the next settled window; False when none is settled."""
+        start, end = w.window_after(self.state["next_start"], self.size)
+        if end > self.clock() - self.settle:
+            return False
+        users, age = self._poll(start, end)
+        next_age = w.next_revisit_age(self.schedule, age)
+        self._write(start, end, 1, next_age is None, users)
+        self.state["next_start"] = end
+        if next_age is not None:
+            self.state["revisits"][str(start)] = [end, 1, window_digest(users), self.clock()]
+        self._save()
+        self.stats.windows_done += 1
+        self.stats.windows_left = w.count_windows(end, self.clock() - self.settle, self.size)
+        return True
 
     def _progress(self, phase: str) -> None:
         # key=value for the health dashboard's backfill panel
@@ -234,60 +221,4 @@ class SerPoller:
 
 def run(run: InputRun) -> None:
     config = SerInputConfig.from_params(run.params)
-    account = SerAccount.from_fields(run.load_account("ser_account", config.account))
-    # Tests drive time through extras; in production the clocks are real and a
-    # wait ends early when the input is told to stop.
-    clock: Callable[[], float] = run.extras.get("clock", time.time)
-    sleep: Callable[[float], Any] = run.extras.get("sleep", run.stop.wait)
-    bucket = client_rate_limiter(
-        config.max_requests_per_minute,
-        clock=run.extras.get("clock", time.monotonic),
-        sleep=sleep,
-        shared_state_dir=run.shared_state_dir,
-        account=config.account,
-    )
-    with HttpClient(
-        ca_bundle_pem=account.ca_bundle,
-        proxy=run.proxy,
-        retry=SER_RETRY,
-        rate_limiter=bucket,
-        logger=run.logger,
-        sleep=sleep,
-        wall_clock=clock,
-    ) as http:
-        client = SerClient(
-            account, http, clock=clock, token_cache=run.secret_cache, logger=run.logger
-        )
-        poller = SerPoller(run, config, client, clock=clock)
-        error: Optional[str] = None
-        try:
-            poller.cycle()
-        except SerApiError as failure:
-            error = str(failure)
-            run.logger.error(
-                "ser_error status=%s request=%r message=%r checkpoint=%s",
-                failure.status if failure.status is not None else "malformed",
-                failure.what, failure.vendor_message, iso_z(poller.state["next_start"]),
-            )  # fmt: skip
-        except requests.RequestException as failure:
-            error = type(failure).__name__
-            run.logger.error(
-                "ser_error status=unreachable error=%s message=%r checkpoint=%s",
-                type(failure).__name__, str(failure)[:300], iso_z(poller.state["next_start"]),
-            )  # fmt: skip
-        stats = poller.stats
-        run.logger.info(
-            "ser_cycle result=%s windows_done=%d windows_left=%d revisits=%d "
-            "revised_windows=%d events=%d bad_records=%d requests=%d status_429=%d "
-            "status_5xx=%d token_requests=%d rate_limit_wait_s=%.1f",
-            "error" if error else ("stopped" if stats.stopped else "ok"),
-            stats.windows_done, stats.windows_left, stats.revisits, stats.revised_windows,
-            stats.events, stats.bad_records, http.stats["requests"], http.stats["status_429"],
-            http.stats["status_5xx"], client.token_requests, bucket.waited_seconds,
-        )  # fmt: skip
-        run.extras["stats"] = {
-            "cycle": stats,
-            "http": dict(http.stats),
-            "token_requests": client.token_requests,
-            "error": error,
-        }
+    run_cycle(run, config, SerClient, SerPoller, "ser", CYCLE_FIELDS)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -32,63 +32,57 @@ SOURCETYPES = {
     OVERVIEW: "proofpoint:ser:overview",
 }
 
-# (event field, vendor names in the order they are tried)
-IDENTITY = (("relay_user_id", ("relayUserId", "relay_user_id")), ("name", ("name",)))
-USAGE_COUNTERS = (
-    # `requestedMessages` (docs/ser_usage.md) is `totalMessages` in Proofpoint's client
-    ("requested_messages", ("requestedMessages", "totalMessages")),
-    ("accepted_messages", ("acceptedMessages",)),
-    ("sent_messages", ("sentMessages",)),
-    ("delivered_messages", ("deliveredMessages",)),
-    ("undelivered_messages", ("undeliveredMessages",)),
-    ("rejected_messages", ("rejectedMessages",)),
-    ("blocked_messages", ("blockedMessages", "blockedMessage")),
-    ("quarantined_messages", ("quarantinedMessages",)),
-    ("requested_throughput", ("requestedThroughput",)),
-    ("accepted_throughput", ("acceptedThroughput",)),
-    ("sent_throughput", ("sentThroughput",)),
-    ("avg_accepted_message_size", ("avgAcceptedMessageSize",)),
-)
-FAILURE_COUNTERS = (
-    ("total_requested_messages", ("totalRequestedMessages",)),
-    ("total_failed_messages", ("totalFailedMessages",)),
-    ("total_failure_rate", ("totalFailureRate",)),
-    ("policy_violation_messages", ("policyViolationMessages",)),
-    ("filtered_messages", ("filteredMessages",)),
-    ("delivery_failure_messages", ("deliveryFailureMessages",)),
-    ("quarantined_messages", ("quarantinedMessages",)),
-)
-FAILURE_TEXTS = (("last_failed_date", ("lastFailedDate",)),)
-DOMAIN_TEXTS = (
-    ("domain", ("domain",)),
-    ("dsn_code", ("dsnCode", "dsn_code")),
-    ("details", ("details",)),
-)
-DOMAIN_COUNTERS = (("count", ("count",)),)
-OVERVIEW_FIELDS = (
-    ("throughput_limit", ("throughputLimit",)),
-    ("average_daily_throughput", ("averageDailyThroughput",)),
-    ("throughput_forecast", ("throughputForecast",)),
-    ("remaining_throughput", ("remainingThroughput",)),
-    ("accepted_throughput", ("acceptedThroughput",)),
-    ("average_7_day_throughput", ("average7DayThroughput",)),
-    ("average_30_day_throughput", ("average30DayThroughput",)),
-    ("license_days_remaining", ("licenseDaysRemaining",)),
-)
-OVERVIEW_TEXTS = (
-    ("license_start_date", ("licenseStartDate",)),
-    ("license_end_date", ("licenseEndDate",)),
-    ("deployment_type", ("deploymentType",)),
-    ("throughput_forecast_status", ("throughputForecastStatus",)),
-    ("last_updated", ("lastUpdated",)),
-)
-# Our own fields win over a vendor field of the same name.
-_RESERVED = {"time", "account", "day", "revision", "final", "event_id", "api_version"}
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 
 
 def snake_case(name: str) -> str:
     return _CAMEL.sub("_", name).replace("-", "_").replace(" ", "_").lower()
+
+
+def _named(*vendor_names: str) -> tuple:
+    """(event field, (vendor name,)) for vendor names whose snake_case is the field."""
+    return tuple((snake_case(name), (name,)) for name in vendor_names)
+
+
+# (event field, vendor names in the order they are tried)
+IDENTITY = (("relay_user_id", ("relayUserId", "relay_user_id")), ("name", ("name",)))
+USAGE_COUNTERS = (
+    # `requestedMessages` (docs/ser_usage.md) is `totalMessages` in Proofpoint's client
+    ("requested_messages", ("requestedMessages", "totalMessages")),
+    *_named("acceptedMessages", "sentMessages", "deliveredMessages", "undeliveredMessages"),
+    *_named("rejectedMessages"),
+    ("blocked_messages", ("blockedMessages", "blockedMessage")),
+    *_named("quarantinedMessages", "requestedThroughput", "acceptedThroughput"),
+    *_named("sentThroughput", "avgAcceptedMessageSize"),
+)
+FAILURE_COUNTERS = _named(
+    "totalRequestedMessages",
+    "totalFailedMessages",
+    "totalFailureRate",
+    "policyViolationMessages",
+    "filteredMessages",
+    "deliveryFailureMessages",
+    "quarantinedMessages",
+)
+FAILURE_TEXTS = _named("lastFailedDate")
+DOMAIN_TEXTS = (*_named("domain"), ("dsn_code", ("dsnCode", "dsn_code")), *_named("details"))
+DOMAIN_COUNTERS = _named("count")
+OVERVIEW_FIELDS = (
+    *_named("throughputLimit", "averageDailyThroughput", "throughputForecast"),
+    *_named("remainingThroughput", "acceptedThroughput"),
+    ("average_7_day_throughput", ("average7DayThroughput",)),
+    ("average_30_day_throughput", ("average30DayThroughput",)),
+    *_named("licenseDaysRemaining"),
+)
+OVERVIEW_TEXTS = _named(
+    "licenseStartDate",
+    "licenseEndDate",
+    "deploymentType",
+    "throughputForecastStatus",
+    "lastUpdated",
+)
+# Our own fields win over a vendor field of the same name.
+_RESERVED = {"time", "account", "day", "revision", "final", "event_id", "api_version"}
 
 
 @dataclass
@@ -158,6 +152,16 @@ def answer_rows(answer: Any, where: str, problems: list) -> list:
     return data
 
 
+def _objects(page: list, where: str, problems: list) -> Iterator[tuple[str, Mapping]]:
+    """(where, row) for each row of a page that is an object; any other is skipped."""
+    for position, row in enumerate(page):
+        at = f"{where}.data[{position}]"
+        if isinstance(row, Mapping):
+            yield at, row
+        else:
+            problems.append(f"{at} is not an object; skipped")
+
+
 def total_pages(answer: Any, page_size: int) -> Optional[int]:
     """The number of pages from either metadata form; None when there is neither."""
     metadata = answer.get("metadata") if isinstance(answer, Mapping) else None
@@ -185,11 +189,7 @@ def add_relay_rows(rows: Rows, answer: Any, report: str, where: str) -> int:
     counters = USAGE_COUNTERS if report == RELAY_USAGE else FAILURE_COUNTERS
     texts = () if report == RELAY_USAGE else FAILURE_TEXTS
     page = answer_rows(answer, where, rows.problems)
-    for position, row in enumerate(page):
-        at = f"{where}.data[{position}]"
-        if not isinstance(row, Mapping):
-            rows.problems.append(f"{at} is not an object; skipped")
-            continue
+    for at, row in _objects(page, where, rows.problems):
         record = read_row(row, counters, IDENTITY + texts, at, rows.problems)
         key = record["relay_user_id"]
         if not key:
@@ -211,11 +211,7 @@ def add_relay_rows(rows: Rows, answer: Any, report: str, where: str) -> int:
 
 def add_domain_rows(rows: Rows, answer: Any, relay_user: Mapping, where: str) -> int:
     page = answer_rows(answer, where, rows.problems)
-    for position, row in enumerate(page):
-        at = f"{where}.data[{position}]"
-        if not isinstance(row, Mapping):
-            rows.problems.append(f"{at} is not an object; skipped")
-            continue
+    for at, row in _objects(page, where, rows.problems):
         record = {"relay_user_id": relay_user["relay_user_id"], "name": relay_user["name"]}
         record.update(read_row(row, DOMAIN_COUNTERS, DOMAIN_TEXTS, at, rows.problems))
         record["dsn_class"] = dsn_class(record["dsn_code"])

@@ -24,18 +24,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
-import requests
-
-from mailsec.core.http import HttpClient
 from mailsec.core.runtime import InputRun
-from mailsec.core.timeutil import align_down, as_utc, iso_z
+from mailsec.core.timeutil import align_down, iso_z
 from mailsec.ser import usage as u
 from mailsec.ser import windows as w
 from mailsec.ser.auth import SerApiError
-from mailsec.ser.config import SerAccount, SerUsageInputConfig
-from mailsec.ser.limits import SER_RETRY, client_rate_limiter
+from mailsec.ser.config import SerUsageInputConfig
+from mailsec.ser.cycle import STATE_VERSION, CyclePoller, run_cycle
 from mailsec.ser.usage_client import (
     PAGE_SIZE,
     RELAY_FAILURES_PATH,
@@ -44,13 +41,21 @@ from mailsec.ser.usage_client import (
     delivery_domain_path,
 )
 
-STATE_VERSION = 1
 DEFAULT_LOOKBACK_DAYS = 30
-PROGRESS_EVERY_SECONDS = 30.0
 # Pages of one report and day (100,000 rows): a report still full past it is an
 # error of that day, which stays unread (docs/ser_usage.md, "Behaviour on errors").
 MAX_PAGES = 1000
 DAY_REPORTS = (u.RELAY_USAGE, u.RELAY_FAILURES, u.DELIVERY_FAILURES)
+# the figures of the `ser_usage_cycle` log line, in its order
+CYCLE_FIELDS = (
+    "days_done",
+    "days_left",
+    "revisits",
+    "revised_reports",
+    "events",
+    "pages",
+    "bad_records",
+)
 
 
 @dataclass
@@ -65,7 +70,7 @@ class CycleStats:
     stopped: bool = False
 
 
-class UsagePoller:
+class UsagePoller(CyclePoller):
     def __init__(
         self,
         run: InputRun,
@@ -74,13 +79,7 @@ class UsagePoller:
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.run = run
-        self.config = config
-        self.client = client
-        self.log = run.logger
-        self.clock = clock
-        self.settle = config.settle.total_seconds()
-        self.schedule = w.revisit_schedule(config.revisit_days)
+        super().__init__(run, config, client, clock=clock)
         self.day_reports = tuple(r for r in DAY_REPORTS if r in config.reports)
         self.stats = CycleStats()
         self.state = self._load_state()
@@ -88,20 +87,18 @@ class UsagePoller:
     # -- state -------------------------------------------------------------------------
 
     def _load_state(self) -> dict:
-        state = self.run.checkpoints.get(self.run.name)
-        if isinstance(state, dict) and state.get("version") == STATE_VERSION:
-            state.setdefault("revisits", {})
+        state = self._saved_state()
+        if state is not None:
             return state
-        start = self.config.start_date
-        first = as_utc(start).timestamp() if start else self.clock() - DEFAULT_LOOKBACK_DAYS * w.DAY
+        first = self._first_start(DEFAULT_LOOKBACK_DAYS * w.DAY)
         state = {"version": STATE_VERSION, "next_day": align_down(first, w.DAY), "revisits": {}}
         # saved at once: a default start must not move when the first run is cut short
         self._save(state)
         self.log.info("ser_usage_checkpoint action=created next_day=%s", _day(state["next_day"]))
         return state
 
-    def _save(self, state: Optional[dict] = None) -> None:
-        self.run.checkpoints.save(self.run.name, state if state is not None else self.state)
+    def checkpoint(self) -> str:
+        return _day(self.state["next_day"])
 
     # -- one cycle ---------------------------------------------------------------------
 
@@ -114,11 +111,6 @@ class UsagePoller:
             self._overview()
         return self.stats
 
-    def _stopping(self) -> bool:
-        if self.run.stop.is_set():
-            self.stats.stopped = True
-        return self.stats.stopped
-
     def _settled_until(self) -> float:
         return self.clock() - self.settle
 
@@ -126,39 +118,36 @@ class UsagePoller:
         return max(0, int((self._settled_until() - next_day) // w.DAY))
 
     def _walk_new_days(self) -> None:
+        self.stats.days_left = self._days_left(self.state["next_day"])
+        if self.stats.days_left:
+            self._walk(self._next_day)
+
+    def _next_day(self) -> bool:
+        """Read and write the next settled day; False when none is settled."""
         stats = self.stats
+        day = self.state["next_day"]
+        if day + w.DAY > self._settled_until():
+            return False
+        reports = self._read_day(day)
+        next_age = w.next_revisit_age(self.schedule, self.clock() - (day + w.DAY))
+        final = next_age is None
+        events = []
+        for name, rows in reports.items():
+            events += u.day_events(
+                name, self.config.account, day, 1, final, rows, index=self.run.index
+            )
+        if events:
+            stats.events += self.run.sink.write(events)
+        self.state["next_day"] = day + w.DAY
+        if not final:
+            self.state["revisits"][str(day)] = {
+                "polled_at": self.clock(),
+                "reports": {name: [1, rows.digest()] for name, rows in reports.items()},
+            }
+        self._save()
+        stats.days_done += 1
         stats.days_left = self._days_left(self.state["next_day"])
-        if stats.days_left == 0:
-            return
-        self._progress("started")
-        last_report = self.clock()
-        while not self._stopping():
-            day = self.state["next_day"]
-            if day + w.DAY > self._settled_until():
-                break
-            reports = self._read_day(day)
-            next_age = w.next_revisit_age(self.schedule, self.clock() - (day + w.DAY))
-            final = next_age is None
-            events = []
-            for name, rows in reports.items():
-                events += u.day_events(
-                    name, self.config.account, day, 1, final, rows, index=self.run.index
-                )
-            if events:
-                stats.events += self.run.sink.write(events)
-            self.state["next_day"] = day + w.DAY
-            if not final:
-                self.state["revisits"][str(day)] = {
-                    "polled_at": self.clock(),
-                    "reports": {name: [1, rows.digest()] for name, rows in reports.items()},
-                }
-            self._save()
-            stats.days_done += 1
-            stats.days_left = self._days_left(self.state["next_day"])
-            if self.clock() - last_report >= PROGRESS_EVERY_SECONDS:
-                self._progress("running")
-                last_report = self.clock()
-        self._progress("stopped" if stats.stopped else "done")
+        return True
 
     def _progress(self, phase: str) -> None:
         # key=value for the health dashboard's ser_usage panel
@@ -317,62 +306,4 @@ def _day(epoch: float) -> str:
 
 def run(run: InputRun) -> None:
     config = SerUsageInputConfig.from_params(run.params)
-    account = SerAccount.from_fields(run.load_account("ser_account", config.account))
-    # Tests drive time through extras; in production the clocks are real and a
-    # wait ends early when the input is told to stop.
-    clock: Callable[[], float] = run.extras.get("clock", time.time)
-    sleep: Callable[[float], Any] = run.extras.get("sleep", run.stop.wait)
-    # the account's limit, shared with its other inputs on this host (ser_report's too)
-    bucket = client_rate_limiter(
-        config.max_requests_per_minute,
-        clock=run.extras.get("clock", time.monotonic),
-        sleep=sleep,
-        shared_state_dir=run.shared_state_dir,
-        account=config.account,
-    )
-    with HttpClient(
-        ca_bundle_pem=account.ca_bundle,
-        proxy=run.proxy,
-        retry=SER_RETRY,
-        rate_limiter=bucket,
-        logger=run.logger,
-        sleep=sleep,
-        wall_clock=clock,
-    ) as http:
-        client = UsageClient(
-            account, http, clock=clock, token_cache=run.secret_cache, logger=run.logger
-        )
-        poller = UsagePoller(run, config, client, clock=clock)
-        error: Optional[str] = None
-        try:
-            poller.cycle()
-        except SerApiError as failure:
-            error = str(failure)
-            run.logger.error(
-                "ser_usage_error status=%s request=%r message=%r checkpoint=%s",
-                failure.status if failure.status is not None else "malformed",
-                failure.what, failure.vendor_message, _day(poller.state["next_day"]),
-            )  # fmt: skip
-        except requests.RequestException as failure:
-            error = type(failure).__name__
-            run.logger.error(
-                "ser_usage_error status=unreachable error=%s message=%r checkpoint=%s",
-                type(failure).__name__, str(failure)[:300], _day(poller.state["next_day"]),
-            )  # fmt: skip
-        stats = poller.stats
-        run.logger.info(
-            "ser_usage_cycle result=%s days_done=%d days_left=%d revisits=%d "
-            "revised_reports=%d events=%d pages=%d bad_records=%d requests=%d status_429=%d "
-            "status_5xx=%d token_requests=%d rate_limit_wait_s=%.1f",
-            "error" if error else ("stopped" if stats.stopped else "ok"),
-            stats.days_done, stats.days_left, stats.revisits, stats.revised_reports,
-            stats.events, stats.pages, stats.bad_records, http.stats["requests"],
-            http.stats["status_429"], http.stats["status_5xx"], client.token_requests,
-            bucket.waited_seconds,
-        )  # fmt: skip
-        run.extras["stats"] = {
-            "cycle": stats,
-            "http": dict(http.stats),
-            "token_requests": client.token_requests,
-            "error": error,
-        }
+    run_cycle(run, config, UsageClient, UsagePoller, "ser_usage", CYCLE_FIELDS)

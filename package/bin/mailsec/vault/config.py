@@ -10,11 +10,11 @@ from typing import Optional
 
 from mailsec.core import params as p
 from mailsec.core.google_account import TOKEN_URL, delegation_fields
+from mailsec.core.mailbox import params as mailbox
 
 DATA_SCOPES = ("ALL_DATA", "HELD_DATA", "UNPROCESSED_DATA")
 REGIONS = ("ANY", "US", "EUROPE")
 ORG_IN_PROGRESS_LIMIT = 20  # developers.google.com/workspace/vault/limits
-_USER = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+(@[A-Za-z0-9.-]+)?$")
 _MATTER_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
 
@@ -32,7 +32,7 @@ class VaultInputConfig:
     max_exports_in_progress: int = 5
     delete_after_download: bool = True
     include_body: bool = False
-    body_max_bytes: int = 32 * 1024
+    body_max_bytes: int = mailbox.BODY_MAX_BYTES
     index: Optional[str] = None
 
     @property
@@ -41,14 +41,7 @@ class VaultInputConfig:
 
     @classmethod
     def from_params(cls, params: Mapping[str, Optional[str]]) -> VaultInputConfig:
-        users = p.csv_list(params, "users")
-        if not users:
-            raise p.ConfigError(
-                "users", "list at least one user name of the domain, comma-separated"
-            )
-        for user in users:
-            if not _USER.match(user):
-                raise p.ConfigError("users", f"{user!r} is not a user name of the domain")
+        users = mailbox.users(params)
         every = p.duration(params, "export_every", "1d")
         if every < timedelta(days=1) or every.total_seconds() % 86400:
             raise p.ConfigError(
@@ -68,7 +61,7 @@ class VaultInputConfig:
             )
         return cls(
             account=p.required(params, "account"),
-            users=tuple(dict.fromkeys(users)),
+            users=users,
             matter_id=matter_id,
             terms=p.text(params, "terms"),
             data_scope=p.choice(params, "data_scope", DATA_SCOPES, "ALL_DATA"),
@@ -80,11 +73,7 @@ class VaultInputConfig:
                 params, "max_exports_in_progress", 5, minimum=1, maximum=ORG_IN_PROGRESS_LIMIT
             ),
             delete_after_download=p.boolean(params, "delete_after_download", True),
-            include_body=p.boolean(params, "include_body", False),
-            body_max_bytes=p.integer(
-                params, "body_max_bytes", 32 * 1024, minimum=1, maximum=1 << 20
-            ),
-            index=p.text(params, "index"),
+            **mailbox.body_params(params),
         )
 
 

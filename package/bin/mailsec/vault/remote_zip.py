@@ -59,7 +59,47 @@ class IntegrityError(Exception):
     """The object's bytes are not what Vault lists (size or MD5), or the zip is damaged."""
 
 
-class RemoteZipFile(io.RawIOBase):
+class _SeekableBytes(io.RawIOBase):
+    """A read-only, seekable file of `_size` bytes; a subclass reads at `_pos`."""
+
+    _size = 0
+    _pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            position = offset
+        elif whence == io.SEEK_CUR:
+            position = self._pos + offset
+        elif whence == io.SEEK_END:
+            position = self._size + offset
+        else:
+            raise ValueError(f"invalid whence {whence}")
+        if position < 0:
+            raise OSError("seek before the start of the object")
+        self._pos = position
+        return position
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def _wanted(self, size: Optional[int]) -> int:
+        """How many bytes a read of `size` (None or below 0: all) gets from `_pos`."""
+        left = max(0, self._size - self._pos)
+        return left if size is None or size < 0 else min(size, left)
+
+
+class RemoteZipFile(_SeekableBytes):
     """A read-only, seekable view of one Cloud Storage object (see the module doc)."""
 
     def __init__(
@@ -95,34 +135,9 @@ class RemoteZipFile(io.RawIOBase):
         self.reconnects = 0
         self.range_reads = 0
 
-    # -- io.RawIOBase --------------------------------------------------------
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        if whence == io.SEEK_SET:
-            position = offset
-        elif whence == io.SEEK_CUR:
-            position = self._pos + offset
-        elif whence == io.SEEK_END:
-            position = self._size + offset
-        else:
-            raise ValueError(f"invalid whence {whence}")
-        if position < 0:
-            raise OSError("seek before the start of the object")
-        self._pos = position
-        return position
-
+    # -- reading ------------------------------------------------------------
     def read(self, size: int = -1) -> bytes:
-        if size is None or size < 0:
-            size = max(0, self._size - self._pos)
-        size = min(size, max(0, self._size - self._pos))
+        size = self._wanted(size)
         if size == 0:
             return b""
         if self._thread is not None and 0 <= self._pos - self._stream_pos <= SKIP_AHEAD:
@@ -131,11 +146,6 @@ class RemoteZipFile(io.RawIOBase):
             data = self._from_range(size)
         self._pos += len(data)
         return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
     def close(self) -> None:
         self._cancel.set()
@@ -335,42 +345,21 @@ class RemoteZipFile(io.RawIOBase):
         return self._received
 
 
-class _Window(io.RawIOBase):
+class _Window(_SeekableBytes):
     """Bytes [start, start+length) of a RemoteZipFile: a zip stored inside a zip."""
 
     def __init__(self, base: RemoteZipFile, start: int, length: int) -> None:
         super().__init__()
         self._base = base
         self.start = start
-        self._length = length
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._length}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
+        self._size = length
 
     def read(self, size: int = -1) -> bytes:
-        left = max(0, self._length - self._pos)
-        size = left if size is None or size < 0 else min(size, left)
+        size = self._wanted(size)
         self._base.seek(self.start + self._pos)
         data = self._base.read(size)
         self._pos += len(data)
         return data
-
-    def readinto(self, buffer) -> int:
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
 
 
 def _data_offset(fp, info: zipfile.ZipInfo) -> int:

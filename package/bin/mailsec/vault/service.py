@@ -20,18 +20,17 @@ changed it, and for files after every batch of events written (docs/vault_export
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta
 from typing import Any, Callable, Optional
 
 import requests
 
 from mailsec.core.google_auth import ServiceAccount, TokenProvider
-from mailsec.core.http import HttpClient
-from mailsec.core.mailbox.files import FileIndexer, settled
+from mailsec.core.mailbox.files import settled
 from mailsec.core.mailbox.lifecycle import Lifecycle
+from mailsec.core.mailbox.params import user_name
+from mailsec.core.mailbox.watcher import MailboxWatcher
 from mailsec.core.mailbox.windows import UserWindows
-from mailsec.core.params import ConfigError
 from mailsec.core.runtime import InputRun, Stopped
 from mailsec.core.timeutil import UTC, parse_iso8601
 from mailsec.vault.api import (
@@ -48,7 +47,6 @@ from mailsec.vault.slots import COLLECTION as SLOTS_COLLECTION
 from mailsec.vault.slots import InProgressSlots
 from mailsec.vault.zip_reader import ZipReader, describe
 
-STATE_VERSION = 1
 DELETED_AFTER = timedelta(days=15)  # Google deletes an export 15 days after creation
 WARN_BEFORE = timedelta(days=3)
 MAX_FILE_ATTEMPTS = 3
@@ -72,24 +70,22 @@ def _midnight(value: datetime) -> datetime:
     return value.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-class VaultExportService:
+class VaultExportService(MailboxWatcher):
     def __init__(
         self,
         run: InputRun,
         clock: Optional[Callable[[], float]] = None,
         sleep: Optional[Callable[[float], Any]] = None,
     ) -> None:
-        self.run_ = run
-        self.log = run.logger
-        self.clock = clock or run.extras.get("clock") or time.time
-        self.sleep = sleep or run.extras.get("sleep") or run.stop.wait
+        super().__init__(run, clock, sleep)
         self.config = VaultInputConfig.from_params(run.params)
         self.account = VaultAccount.from_fields(
             run.load_account("google_account", self.config.account)
         )
         self.domain = self.account.domain
-        self.users = tuple(_address(user, self.domain) for user in self.config.users)
-        self.state: dict = {}
+        self.users = tuple(
+            f"{user_name(user, self.domain)}@{self.domain}" for user in self.config.users
+        )
         self.lifecycle = Lifecycle(
             run.sink,
             self.domain,
@@ -133,16 +129,7 @@ class VaultExportService:
                 fmt=_day,
                 parse=_parse_day,
             )
-            self.files = FileIndexer(
-                self.lifecycle,
-                self._save,
-                self.run_.check_stop,
-                self.log,
-                "vault",
-                self.config.include_body,
-                self.config.body_max_bytes,
-                MAX_FILE_ATTEMPTS,
-            )
+            self.files = self._file_indexer("vault", MAX_FILE_ATTEMPTS)
             self.zips = ZipReader(
                 self.api, http, self.download_http, self.files, self.lifecycle, self._save,
                 self.run_.stop, self.log,
@@ -166,29 +153,7 @@ class VaultExportService:
             http.close()
             self.download_http.close()
 
-    def _http(self) -> HttpClient:
-        return HttpClient(
-            ca_bundle_pem=self.account.ca_bundle,
-            proxy=self.run_.proxy,
-            logger=self.log,
-            sleep=lambda seconds: self.sleep(seconds),
-        )
-
     # -- state --------------------------------------------------------------
-    def _load_state(self) -> dict:
-        state = self.run_.checkpoints.get(self.run_.name) or {}
-        if state.get("v") != STATE_VERSION:
-            state = {"v": STATE_VERSION}
-        state.setdefault("users", {})
-        state.setdefault("requests", {})
-        return state
-
-    def _save(self) -> None:
-        self.run_.checkpoints.save(self.run_.name, self.state)
-
-    def _now(self) -> datetime:
-        return datetime.fromtimestamp(self.clock(), UTC)
-
     def _first_begin(self) -> datetime:
         if self.config.first_begin_date is not None:
             return _midnight(self.config.first_begin_date)
@@ -287,11 +252,7 @@ class VaultExportService:
     def _create_due_exports(self) -> None:
         if self.state.get("creating"):
             return  # an answer was lost in this run: settled by the next run first
-        for user in self.users:
-            for begin, end in self.windows.due(user):
-                self.run_.check_stop()
-                if not self._create_one(user, begin, end):
-                    return
+        super()._create_due_exports()
 
     def _query(self, user: str, begin: str, end: str) -> dict:
         query: dict = {
@@ -596,10 +557,3 @@ class VaultExportService:
             mine,
             self.slots.limit,
         )
-
-
-def _address(user: str, domain: str) -> str:
-    name, _, user_domain = user.partition("@")
-    if user_domain and user_domain.lower() != domain:
-        raise ConfigError("users", f"{user!r} is not in the account's domain {domain}")
-    return f"{name}@{domain}"

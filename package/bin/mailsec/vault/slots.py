@@ -17,56 +17,28 @@ knows (a run killed between claim and record) are given back at its next run.
 
 from __future__ import annotations
 
-import time
-import uuid
-from typing import Any, Callable, Optional, Protocol
+from typing import Optional, Protocol
+
+from mailsec.core.kvclaim import ClaimStore, DomainClaims
 
 COLLECTION = "ta_mailsec_vault_slots"
 ORG_LIMIT = 20
 
 
-class SlotStore(Protocol):
-    def get(self, key: str) -> Optional[Any]: ...
-
-    def insert(self, key: str, state: Any) -> bool: ...
-
+class SlotStore(ClaimStore, Protocol):
     def delete(self, key: str) -> None: ...
 
 
-class InProgressSlots:
-    def __init__(
-        self,
-        store: SlotStore,
-        domain: str,
-        limit: int,
-        owner: str,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._store = store
-        self._domain = domain.lower()
-        self.limit = min(limit, ORG_LIMIT)
-        self._owner = owner
-        self._clock = clock
+class InProgressSlots(DomainClaims):
+    CEILING = ORG_LIMIT
+    _store: SlotStore
 
     def _key(self, slot: int) -> str:
         return f"{self._domain}|{slot:02d}"
 
     def claim(self, purpose: str) -> Optional[str]:
         """One free slot below this input's limit; its key, or None when all are held."""
-        claim = {
-            "owner": self._owner,
-            "nonce": uuid.uuid4().hex,
-            "purpose": purpose,
-            "at": self._clock(),
-        }
-        for slot in range(self.limit):
-            key = self._key(slot)
-            if not self._store.insert(key, claim):
-                continue
-            stored = self._store.get(key)
-            if isinstance(stored, dict) and stored.get("nonce") == claim["nonce"]:
-                return key
-        return None
+        return self._claim_first((self._key(slot) for slot in range(self.limit)), purpose)
 
     def release(self, key: Optional[str]) -> None:
         if key:
