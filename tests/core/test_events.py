@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+import pytest
+
 from mailsec.core.events import Event, ListSink, build_event, event_id
 
 
@@ -100,6 +102,21 @@ def test_event_id_maker_gives_the_ids_event_id_gives():
         make = event_id_maker("apigee:sense:bot", head, revision)
         assert make(*tail) == event_id("apigee:sense:bot", (*head, *tail), revision)
         assert make(*tail) == make(*tail)  # the shared start of the hash is not consumed
+
+
+def test_encoded_events_are_the_events_encoded_event_makes_one_by_one():
+    from mailsec.core.events import encoded_event, encoded_events
+
+    texts = ['{"time":"t","n":1}', '{"time":"t","n":2}', '{"time":"t","u":"São"}']
+    for placement in ({}, {"index": "i", "source": "s", "host": "h"}, {"source": "s"}):
+        many = encoded_events(1.5, "st", iter(texts), **placement)
+        one_by_one = [encoded_event(1.5, "st", text, **placement) for text in texts]
+        assert many == one_by_one
+        assert [repr(e) for e in many] == [repr(e) for e in one_by_one]
+        assert [e.to_json() for e in many] == texts
+    with pytest.raises(AttributeError):
+        many[0].time = 2.0  # as immutable as any other event
+    assert encoded_events(1.5, "st", []) == []
 
 
 def test_xml_safe_json_is_what_encoding_with_ensure_ascii_gives():

@@ -236,3 +236,24 @@ def test_sense_raw_with_a_t_is_left_to_the_search_time_macro():
         sense_raw_time(body)
     expand = spl.macros()["mailsec_sense_expand"]
     assert "report_timestamp" in expand and '"\\1T\\2"' in expand
+
+
+def test_the_sense_feed_panel_counts_every_refusal_the_listener_logs():
+    """A peer outside allowed_sources is reset right after accept() and logged as
+    `action=source_refused` (no HTTP answer, hence no 403): the feed-health panel
+    counts those lines with the refused requests, and only actions the listener logs."""
+    (feed,) = [
+        s
+        for s in spl.searches()
+        if s.view == "mailsec_sense_activity" and "refused_last_hour" in s.query
+    ]
+    counted = re.search(r"count\(eval\((.*?)\)\) as refused_last_hour", feed.query).group(1)
+    actions = set(re.findall(r'action=="(\w+)"', counted))
+    assert actions == {"request_rejected", "request_timed_out", "source_refused"}
+    listener_code = "".join(
+        path.read_text() for path in (spl.DEFAULT.parent / "bin/mailsec/sense").glob("*.py")
+    )
+    for action in actions:
+        assert f"action={action} " in listener_code
+        assert f"action={action}" in feed.query.split("| rex")[0]  # the lines are searched for
+    assert "403" not in feed.query

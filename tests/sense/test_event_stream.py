@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 
+import pytest
 from splunklib.modularinput import Event as SplunkEvent
 from splunklib.modularinput.event_writer import EventWriter
 
@@ -69,3 +70,17 @@ def test_a_sense_report_is_written_byte_for_byte_as_splunklib_writes_it():
         sink = SplunkEventSink(EventWriter(output=out), logging.getLogger("t"), "sense://é", "x")
         assert sink.write(events) == len(events)
         assert out.getvalue() == splunklib_stream(events, "x", "sense://é")
+
+
+@pytest.mark.parametrize("markup", ["", "&", "<", ">", "&<", "<>", "&>", "a&b<c>d&amp;", "]]>"])
+def test_each_markup_character_alone_or_together_is_escaped_as_splunklib_does(markup):
+    """The escaping skips the characters a stream does not hold: each of them, alone or
+    with the others, in the data and in the event head, still gives splunklib's bytes."""
+    events = [
+        build_event("st", 1539105912, {"v": f"x{markup}y", "n": n}, (n,), source=f"s{markup}")
+        for n in range(3)
+    ]
+    out = io.StringIO()
+    sink = SplunkEventSink(EventWriter(output=out), logging.getLogger("t"), "sense://a", "x")
+    sink.write(events)
+    assert out.getvalue() == splunklib_stream(events, "x", "sense://a")

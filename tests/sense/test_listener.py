@@ -312,6 +312,17 @@ def test_malformed_http_is_400_and_closes(start):
     assert listener.events == []
 
 
+def test_a_request_target_urlsplit_cannot_read_is_400_not_an_internal_error(start):
+    listener = start()
+    for target in (b"//[x/sense", b"http://[::1/sense"):
+        with listener.connect() as conn:
+            conn.sendall(b"POST " + target + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+            status, answer, _, _ = read_answer(conn)
+        assert status == 400, target
+        assert "malformed request target" in json.dumps(answer)
+    assert listener.events == []
+
+
 def test_a_failed_write_is_not_200_and_is_not_remembered(start, stores):
     class FailingOnce:
         def __init__(self):

@@ -332,3 +332,37 @@ def test_a_deeply_nested_body_is_a_400_not_a_500():
 
     with pytest.raises(NotASenseReport, match=r"nested too deeply|cannot be read"):
         parse_report(b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+
+
+@pytest.mark.parametrize(
+    ("sent", "reasons"),
+    [(["Flooder", " Content Robber ", ""], ("Flooder", "Content Robber")),
+     ([" a", 3, None, {}, [], "b ", 1.5], ("a", "3", "b", "1.5")),  # not all strings: read one by one
+     ("Flooder, ,Content Robber", ("Flooder", "Content Robber")), ([], ()), (None, ()), (7, ())],
+)  # fmt: skip
+def test_bot_reasons_in_every_form(sent, reasons):
+    report = make_report(1, message_id="14")
+    report["text"]["bots"][0]["botReason"] = sent
+    (bot,) = parse_report(encode(report, "object")).bots
+    assert bot.bot_reason == reasons
+
+
+def test_bot_times_are_read_alike_whether_remembered_or_not():
+    """Short botDetectedLast texts are remembered across bots and reports (they
+    repeat within a report's 5 minutes); long ones are read each time, so that what
+    a sender can make the listener keep stays small."""
+    from mailsec.sense import report as module
+
+    long_forms = ["2018-10-09T17:04:48.250000+00:00" + " " * 20, "9" * 5000, "x" * 41]
+    sent = ["2018-10-0917:04:48Z", "2018-10-09T19:04:48+02:00", "soon", *long_forms]
+    report = make_report(len(sent), message_id="15")
+    for bot, value in zip(report["text"]["bots"], sent):
+        bot["botDetectedLast"] = value
+    module._cached_canonical_time.cache_clear()
+    for _ in range(2):
+        bots = parse_report(encode(report, "object")).bots
+        assert [bot.bot_detected_last for bot in bots] == [
+            module._canonical_time(value) for value in sent
+        ]
+    info = module._cached_canonical_time.cache_info()
+    assert info.currsize == 3 and info.hits == 3  # the short ones, found the second time

@@ -119,8 +119,16 @@ def _run_stream(head: str, texts: list) -> str:
 
 
 def _xml_text(text: str) -> str:
-    # what ElementTree escapes in element text
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """What ElementTree escapes in element text. A report's stream is ~140 KB with
+    none of these, nearly always: `in` finds a character at memory speed, where
+    `replace` first counts them one character at a time (~50 us a call)."""
+    if "&" in text:
+        text = text.replace("&", "&amp;")
+    if "<" in text:
+        text = text.replace("<", "&lt;")
+    if ">" in text:
+        text = text.replace(">", "&gt;")
+    return text
 
 
 def _event_head(

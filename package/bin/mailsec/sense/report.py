@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Callable, NamedTuple, Optional
 
-from mailsec.core.events import Event, build_event, encoded_event, event_id_maker, json_string
+from mailsec.core.events import Event, build_event, encoded_events, event_id_maker, json_string
 from mailsec.core.timeutil import iso_z, parse_iso8601, to_epoch
 
 BOT_SOURCETYPE = "apigee:sense:bot"
@@ -190,7 +190,11 @@ def _read_bot(position: int, raw: Any, problems: list) -> Optional[Bot]:
         return None
     detected = get("botDetectedLast")
     if detected is not None and detected != "":
-        detected = _canonical_time(str(detected))
+        detected = str(detected)
+        if len(detected) <= _CACHED_TIME_CHARS:
+            detected = _cached_canonical_time(detected)
+        else:
+            detected = _canonical_time(detected)
         if detected is None:
             problem = f"botDetectedLast is not a date-time: {raw['botDetectedLast']!r}"
             problems.append((position, problem))
@@ -200,17 +204,19 @@ def _read_bot(position: int, raw: Any, problems: list) -> Optional[Bot]:
     call_count = _count(raw_count)
     if call_count is None and raw_count is not None and raw_count != "":
         problems.append((position, f"callCount is not a count: {raw_count!r}"))
+    # _text's fast path inline: four Python calls fewer per bot, 1,200 per report
+    isp, country, city, url = get("ipIsp"), get("ipCountry"), get("ipCity"), get("topUrl")
     return _new_bot(
         (
             position,
             ip_address,
             detected,
-            _text(get("ipIsp")),
-            _text(get("ipCountry")),
-            _text(get("ipCity")),
+            (isp.strip() or None) if type(isp) is str else _text(isp),
+            (country.strip() or None) if type(country) is str else _text(country),
+            (city.strip() or None) if type(city) is str else _text(city),
             _reasons(get("botReason")),
             call_count,
-            _text(get("topUrl")),
+            (url.strip() or None) if type(url) is str else _text(url),
         )
     )
 
@@ -242,6 +248,12 @@ def _canonical_time(text: str) -> Optional[str]:
         return iso_seconds(parse_iso8601(text))
     except (ValueError, OverflowError):  # OverflowError: a zone offset past year 9999
         return None
+
+
+# A report's 300 bots were detected within its 5 minutes: their times repeat often.
+# Only short texts are remembered, so that the cache stays small whatever is sent.
+_cached_canonical_time = functools.lru_cache(maxsize=1024)(_canonical_time)
+_CACHED_TIME_CHARS = 40
 
 
 def _text(value: Any) -> Optional[str]:
@@ -285,8 +297,8 @@ def _reasons(value: Any) -> tuple:
         # a sender that flattens the list joins it with commas
         return tuple(part.strip() for part in value.split(",") if part.strip())
     if isinstance(value, list):
-        try:  # nearly always a list of strings: the fast path
-            return tuple(filter(None, [text.strip() for text in value]))
+        try:  # nearly always a list of strings: the fast path, with no Python frame
+            return tuple(filter(None, map(str.strip, value)))
         except (AttributeError, TypeError):
             return tuple([text for text in map(_text, value) if text])
     return ()
@@ -318,9 +330,9 @@ def build_events(
     placement = {"index": index, "source": source, "host": host}
     epoch = round(to_epoch(report.report_timestamp), 6)
     bot_json = _bot_json_maker(report)
-    events: list[Event] = [
-        encoded_event(epoch, BOT_SOURCETYPE, bot_json(bot), **placement) for bot in report.bots
-    ]
+    events: list[Event] = encoded_events(
+        epoch, BOT_SOURCETYPE, map(bot_json, report.bots), **placement
+    )
     fields = {
         "org": report.org,
         "env": report.env,

@@ -511,10 +511,14 @@ class ListenerServer:
         if chunked and lengths:
             # both framings at once is how requests are smuggled past proxies
             raise _Refused(400, "both Transfer-Encoding and Content-Length")
-        target = event.target.decode("latin-1")
+        try:
+            # h11 checks the target's characters, not its form: "//[x" passes
+            path = urlsplit(event.target.decode("latin-1")).path or "/"
+        except ValueError:
+            raise _Refused(400, "malformed request target") from None
         request = Request(
             method=event.method.decode("latin-1"),
-            path=urlsplit(target).path or "/",
+            path=path,
             headers=headers,
             peer=peer,
             version=f"HTTP/{event.http_version.decode('latin-1')}",
