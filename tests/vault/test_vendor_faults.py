@@ -21,6 +21,7 @@ from mailsec.core.http import HttpClient
 from mailsec.vault import remote_zip
 from mailsec.vault.api import SCOPES, VaultApi
 from mailsec.vault.remote_zip import IntegrityError, RemoteZipFile, iter_members
+from vault import archive
 from vault.conftest import MESSAGE
 from vault.simulator import BUCKET
 
@@ -280,3 +281,18 @@ def test_a_zip_announcing_a_huge_central_directory_is_counted_others_go_on(harne
     assert all("table of contents" in e["error"] for e in errors)
     assert "given up" in errors[-1]["error"]
     assert {m["user"] for m in h.messages()} == {"bob@example.com"}
+
+
+def test_a_zip64_end_record_announcing_a_huge_directory_is_refused(sim):
+    data = archive.mbox_zip([("a.mbox", b"From x\n\nhello\n")], form="zip64")
+    end64 = data.rfind(zipfile.stringEndArchive64)
+    assert end64 >= 0
+    size_at = end64 + 40  # after signature, record size, 2 versions, 2 disks, 2 counts
+    data = data[:size_at] + (5 << 40).to_bytes(8, "little") + data[size_at + 8 :]
+    http, remote = _remote(sim, data)
+    try:
+        with pytest.raises(IntegrityError, match="table of contents of 5497558138880 bytes"):
+            list(iter_members(remote))
+    finally:
+        remote.close()
+        http.close()

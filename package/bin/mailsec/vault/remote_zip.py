@@ -426,16 +426,19 @@ def check_central_directory(fp, size: int) -> None:
         return
     # the fields: signature, 4 disk and entry counts, the directory's size, its offset...
     directory = struct.unpack(zipfile.structEndArchive, tail[at : at + zipfile.sizeEndCentDir])[5]
-    locator_at = size - tail_length + at - _ZIP64_LOCATOR.size
-    end64_at = locator_at - _ZIP64_END.size
-    if end64_at >= 0:
-        fp.seek(end64_at)
-        records = fp.read(_ZIP64_END.size + _ZIP64_LOCATOR.size)
-        if records[_ZIP64_END.size :].startswith(zipfile.stringEndArchive64Locator) and records[
-            : _ZIP64_END.size
-        ].startswith(zipfile.stringEndArchive64):
-            # signature, record size, 2 versions, 2 disks, 2 entry counts, size, offset
-            directory = _ZIP64_END.unpack(records[: _ZIP64_END.size])[8]
+    records_length = _ZIP64_END.size + _ZIP64_LOCATOR.size
+    if at >= records_length:  # already read (a zip inside a zip is not read twice)
+        records = tail[at - records_length : at]
+    elif size - tail_length + at >= records_length:
+        fp.seek(size - tail_length + at - records_length)
+        records = fp.read(records_length)
+    else:
+        records = b""
+    if records[_ZIP64_END.size :].startswith(zipfile.stringEndArchive64Locator) and records[
+        : _ZIP64_END.size
+    ].startswith(zipfile.stringEndArchive64):
+        # signature, record size, 2 versions, 2 disks, 2 entry counts, size, offset
+        directory = _ZIP64_END.unpack(records[: _ZIP64_END.size])[8]
     if directory > min(size, MAX_CENTRAL_DIRECTORY):
         raise IntegrityError(
             f"the zip announces a table of contents of {directory} bytes "
