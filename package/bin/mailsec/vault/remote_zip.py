@@ -211,8 +211,8 @@ class RemoteZipFile(io.RawIOBase):
         )
         wanted = f"bytes={first}-" + ("" if last is None else str(last))
         for attempt in range(2):
-            sent = headers()
             try:
+                sent = headers()
                 response = http.get(self._url, headers={**sent, "Range": wanted}, stream=True)
             except requests.RequestException as error:
                 # the class only: the message repeats the URL

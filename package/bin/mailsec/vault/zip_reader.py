@@ -55,7 +55,7 @@ ARCHIVE_ERRORS = (
 # the way to the file failed (storage unreachable or refusing, a token refused, a
 # transfer that could not be resumed): tried again on every run, never given up
 # (docs/vault_export.md, "Behaviour on errors")
-TRANSFER_ERRORS = (TransferError, AuthError)
+TRANSFER_ERRORS = (TransferError, AuthError, requests.RequestException)  # before OSError
 
 
 def describe(error: BaseException) -> str:
