@@ -72,7 +72,7 @@ def test_completed_never_listing_a_zip_is_an_error_and_the_window_requested_agai
     assert len(message_ids(h)) == sim.messages_per_export
 
 
-def test_completed_with_no_message_and_no_zip_is_an_empty_day(harness, sim, monkeypatch):
+def test_completed_with_no_message_and_no_zip_is_an_empty_day(harness, sim):
     sim.enforce_rate_quota = False
     sim.messages_per_export = 0
     sim.no_sink["alice"] = 10**6
