@@ -38,7 +38,13 @@ throttle and the benchmark's transfer use the real clock.
 
 Injectable faults: a wrong md5Hash listed, a truncated object, 5xx bursts, a
 connection dropped mid-transfer, a throttled transfer rate, a lost create answer
-(the export is made, the connection drops before the answer), FAILED exports, 429s.
+(the export is made, the connection drops before the answer), FAILED exports, 429s;
+and what a review of the reader feared from the vendor: a COMPLETED export listed
+without its cloudStorageSink (the resource marks the field "Output only" and says
+nothing of when it is filled), storage answering 403 or revoking a token early
+(401, Google's UNAUTHENTICATED error), a token endpoint refusing (400
+invalid_grant), a 206 carrying more than the range asked for, and a zip whose end
+record announces a central directory of gigabytes (APPNOTE 4.3.16).
 """
 
 from __future__ import annotations
@@ -179,6 +185,16 @@ class VaultSimulator:
         self.truncated: set = set()  # users whose zip objects are stored cut short
         self.damaged: set = set()  # users whose zips are damaged at Google (MD5 of the damage)
         self.bursts_5xx: int = 0  # the next N media requests answer 503
+        self.storage_status: Optional[int] = None  # every media request answers this
+        # the next N requests for a whole object (the download thread's) answer 401,
+        # and the token they carried is revoked
+        self.revoke_on_stream: int = 0
+        self.revoke_on_get: int = 0  # the next N export gets: 401, their token revoked
+        self.token_refusals: int = 0  # the next N token requests answer invalid_grant
+        self.refuse_renewal = False  # the next revocation also refuses the next token request
+        self.no_sink: Counter = Counter()  # user -> gets of a COMPLETED export without its sink
+        self.overlong_ranges = False  # a 206 sends on to the object's end
+        self.huge_directory: set = set()  # users whose zips announce a 3 GiB central directory
         # user -> bytes sent before the connection drops, once, in a transfer of a
         # whole zip (not in a Range read of its end)
         self.drop_after: dict = {}
@@ -304,6 +320,9 @@ class VaultSimulator:
             if user in self.damaged:
                 middle = len(data) // 2
                 data = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
+            if user in self.huge_directory:
+                end = data.rfind(b"PK\x05\x06")  # the end record's directory size field
+                data = data[: end + 12] + (3 << 30).to_bytes(4, "little") + data[end + 16 :]
             files[f"{export.name}-{number}.zip"] = data
         files[f"{export.name}-metadata.xml"] = archive.metadata_xml(export.name, rows)
         files[f"{export.name}-results-count.csv"] = archive.results_count_csv(counts)
@@ -340,6 +359,14 @@ class VaultSimulator:
         ]
         export.size = size
         export.status = "COMPLETED"
+
+    def _revoke(self, headers) -> None:
+        """The token of a request is revoked (answered 401 by the caller)."""
+        self.calls["revoked"] += 1
+        self.tokens.pop(headers.get("Authorization", "")[len("Bearer ") :], None)
+        if self.refuse_renewal:
+            self.refuse_renewal = False
+            self.token_refusals += 1
 
     # -- quotas -------------------------------------------------------------------
     def _charge(self, reads: int, writes: int) -> bool:
@@ -468,6 +495,13 @@ class VaultSimulator:
             def _token(self, body: bytes) -> None:
                 form = parse_qs(body.decode())
                 sim.calls["token"] += 1
+                with sim._lock:
+                    refuse = sim.token_refusals > 0
+                    sim.token_refusals -= refuse
+                if refuse:
+                    return self._json(
+                        400, {"error": "invalid_grant", "error_description": "Invalid grant."}
+                    )
                 if form.get("grant_type") != [GRANT_TYPE]:
                     return self._json(400, {"error": "unsupported_grant_type"})
                 problem, scopes = check_assertion(
@@ -597,6 +631,14 @@ class VaultSimulator:
 
             def _get_export(self, matter_id: str, export_id: str) -> None:
                 with sim._lock:
+                    if sim.revoke_on_get > 0:
+                        sim.revoke_on_get -= 1
+                        sim._revoke(self.headers)
+                        return self._error(
+                            401,
+                            "UNAUTHENTICATED",
+                            "Request had invalid authentication credentials.",
+                        )
                     sim._live()
                     export = sim.exports.get(export_id)
                     if export is None or export.matter_id != matter_id:
@@ -610,6 +652,9 @@ class VaultSimulator:
                             sim._complete(export)
                     resource = export.resource()
                     user = export.emails[0].split("@")[0]
+                    if export.status == "COMPLETED" and sim.no_sink[user] > 0:
+                        sim.no_sink[user] -= 1
+                        resource.pop("cloudStorageSink", None)
                     if export.status == "COMPLETED" and sim.wrong_md5[user] > 0:
                         sim.wrong_md5[user] -= 1
                         for item in resource["cloudStorageSink"]["files"]:
@@ -642,6 +687,19 @@ class VaultSimulator:
                     drop = (
                         sim.drop_after.pop(user, None) if whole and name.endswith(".zip") else None
                     )
+                    revoke = whole and sim.revoke_on_stream > 0
+                    if revoke:
+                        sim.revoke_on_stream -= 1
+                        sim._revoke(self.headers)
+                        self._error(
+                            401,
+                            "UNAUTHENTICATED",
+                            "Request had invalid authentication credentials.",
+                        )
+                        return None
+                if sim.storage_status is not None:
+                    sim.calls["storage_refused"] += 1
+                    return self._error(sim.storage_status, "PERMISSION_DENIED", "Access denied.")
                 if query.get("alt") != ["media"]:
                     return self._error(400, "INVALID_ARGUMENT", "alt=media is required here.")
                 if burst:
@@ -670,6 +728,14 @@ class VaultSimulator:
                         return None
                     status = 206
                 length = last - first + 1
+                if status == 206 and sim.overlong_ranges:
+                    # the headers announce the range asked for; the body runs on
+                    self.send_response(status)
+                    self.send_header("Content-Range", f"bytes {first}-{last}/{total}")
+                    self.end_headers()
+                    self.close_connection = True
+                    self._send_range(name, data, first, total - first, None)
+                    return None
                 self.send_response(status)
                 self.send_header("Content-Type", "application/zip")
                 self.send_header("Content-Length", str(length))

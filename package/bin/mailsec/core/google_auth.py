@@ -111,19 +111,27 @@ class TokenProvider:
         # a download thread may ask for the token while the run's thread does
         self._lock = threading.Lock()
 
-    def token(self) -> str:
+    def token(self, http: Optional[HttpClient] = None) -> str:
+        """The current token, renewed when due. `http`: the calling thread's own
+        session for the renewal (a requests.Session is not shared across threads);
+        by default the one given at construction."""
         with self._lock:
             now = self._clock()
             if self._token is None or now >= self._expires - 300:
-                self._fetch(now)
+                self._fetch(now, http or self._http)
             assert self._token is not None
             return self._token
 
-    def invalidate(self) -> None:
-        self._token = None
+    def invalidate(self, token: Optional[str] = None) -> None:
+        """Forget the token (a 401): the next `token()` asks for a new one. With
+        `token`, only if it is still the current one (another thread may have
+        renewed it already)."""
+        with self._lock:
+            if token is None or token == self._token:
+                self._token = None
 
-    def _fetch(self, now: float) -> None:
-        response = self._http.post(
+    def _fetch(self, now: float, http: HttpClient) -> None:
+        response = http.post(
             self._token_url,
             data={
                 "grant_type": GRANT_TYPE,

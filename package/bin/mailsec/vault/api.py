@@ -126,15 +126,20 @@ class VaultApi:
         self._storage = storage_url.rstrip("/")
         self._tokens = tokens
 
-    def auth_headers(self) -> dict:
-        return {"Authorization": f"Bearer {self._tokens.token()}"}
+    def auth_headers(self, http: Optional[HttpClient] = None) -> dict:
+        """`http`: the calling thread's session, should the token need renewing."""
+        return {"Authorization": f"Bearer {self._tokens.token(http)}"}
+
+    def token_refused(self, headers: dict) -> None:
+        """A 401 to a request made with `headers`: that token is not used again."""
+        value = headers.get("Authorization", "")
+        self._tokens.invalidate(value[len("Bearer ") :] or None)
 
     def _call(self, method: str, url: str, policy: Optional[RetryPolicy] = None, **kwargs) -> Any:
-        response = self._http.request(
-            method, url, headers=self.auth_headers(), policy=policy, **kwargs
-        )
+        headers = self.auth_headers()
+        response = self._http.request(method, url, headers=headers, policy=policy, **kwargs)
         if response.status_code == 401:  # a token revoked early: once more with a new one
-            self._tokens.invalidate()
+            self.token_refused(headers)
             response = self._http.request(
                 method, url, headers=self.auth_headers(), policy=policy, **kwargs
             )

@@ -47,6 +47,11 @@ SIDE_BLOCK = 256 << 10  # a Range read fetches at least this much (the table of 
 SKIP_AHEAD = 1 << 20  # a read this close ahead of the stream is served by the stream
 MAX_RECONNECTS = 5
 MEMBER_READ = 1 << 20
+# zipfile reads the central directory whole, with the size the archive's end record
+# gives: Vault's zips hold a handful of members, whose directory is a few KiB
+MAX_CENTRAL_DIRECTORY = 64 << 20
+_ZIP64_LOCATOR = struct.Struct(zipfile.structEndArchive64Locator)
+_ZIP64_END = struct.Struct(zipfile.structEndArchive64)
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _EOF = object()
 
@@ -63,6 +68,11 @@ class _SeekableBytes(io.RawIOBase):
     """A read-only, seekable file of `_size` bytes; a subclass reads at `_pos`."""
 
     _size = 0
+
+    @property
+    def size(self) -> int:
+        return self._size
+
     _pos = 0
 
     def readable(self) -> bool:
@@ -110,14 +120,21 @@ class RemoteZipFile(_SeekableBytes):
         headers: Callable[[], dict],
         stop: Optional[threading.Event] = None,
         stream_http: Optional[HttpClient] = None,
+        stream_headers: Optional[Callable[[], dict]] = None,
+        unauthorized: Optional[Callable[[dict], None]] = None,
     ) -> None:
         super().__init__()
         self._http = http
-        # the reader thread's own session: a requests.Session is not shared across threads
+        # the reader thread's own session (a requests.Session is not shared across
+        # threads), and its own way to the token (a renewal goes through that session)
         self._stream_http = stream_http or http
+        self._stream_headers = stream_headers or headers
         self._url = url
         self._size = size
         self._headers = headers
+        # told the headers of a 401 (a token revoked early): the request is made
+        # once more with the headers asked again
+        self._unauthorized = unauthorized
         self._stop = stop or threading.Event()
         self._pos = 0
         self._block_start = 0
@@ -180,8 +197,14 @@ class RemoteZipFile(_SeekableBytes):
             with self._get(start + received, start + length - 1) as response:
                 try:
                     for chunk in response.iter_content(CHUNK):
-                        parts.append(chunk)
                         received += len(chunk)
+                        if received > length:
+                            # not the range asked for: never held beyond what was asked
+                            raise IntegrityError(
+                                f"the storage server sent more than the {length} bytes "
+                                "of the range asked for"
+                            )
+                        parts.append(chunk)
                 except requests.RequestException:
                     pass  # resumed from the bytes received
             if received >= length:
@@ -191,19 +214,26 @@ class RemoteZipFile(_SeekableBytes):
             raise TransferError(f"a Range read gave {received} of {length} bytes")
         return b"".join(parts)
 
-    def _get(
-        self, first: int, last: Optional[int], http: Optional[HttpClient] = None
-    ) -> requests.Response:
+    def _get(self, first: int, last: Optional[int], stream: bool = False) -> requests.Response:
+        """The response to one Range request, from the download thread's session and
+        token when `stream`."""
+        http, headers = (
+            (self._stream_http, self._stream_headers) if stream else (self._http, self._headers)
+        )
         wanted = f"bytes={first}-" + ("" if last is None else str(last))
-        try:
-            response = (http or self._http).get(
-                self._url, headers={**self._headers(), "Range": wanted}, stream=True
-            )
-        except requests.RequestException as error:
-            # the class only: the message repeats the URL
-            raise TransferError(
-                f"the storage server could not be reached ({type(error).__name__})"
-            ) from None
+        for attempt in range(2):
+            try:
+                sent = headers()
+                response = http.get(self._url, headers={**sent, "Range": wanted}, stream=True)
+            except requests.RequestException as error:
+                # the class only: the message repeats the URL
+                raise TransferError(
+                    f"the storage server could not be reached ({type(error).__name__})"
+                ) from None
+            if response.status_code != 401 or self._unauthorized is None or attempt:
+                break
+            response.close()
+            self._unauthorized(sent)  # a token revoked early: once more with a new one
         if response.status_code == 416:
             response.close()
             raise IntegrityError(
@@ -242,7 +272,7 @@ class RemoteZipFile(_SeekableBytes):
             while position < self._size:
                 if self._cancel.is_set():
                     return
-                response = self._get(position, None, self._stream_http)
+                response = self._get(position, None, stream=True)
                 with response:
                     try:
                         for chunk in response.iter_content(CHUNK):
@@ -372,6 +402,40 @@ def _data_offset(fp, info: zipfile.ZipInfo) -> int:
     return info.header_offset + zipfile.sizeFileHeader + fields[10] + fields[11]
 
 
+def check_central_directory(fp, size: int) -> None:
+    """Refuse (IntegrityError) a zip whose end record announces a central directory
+    larger than the zip or than MAX_CENTRAL_DIRECTORY, before zipfile reads it whole.
+    The end record is found as zipfile finds it (APPNOTE 4.3.16: the last signature
+    within the 64 KiB a comment may take; 4.3.14-15: the ZIP64 end record before its
+    locator); a zip without one is left to zipfile to refuse."""
+    tail_length = min(size, zipfile.sizeEndCentDir + 0xFFFF)
+    fp.seek(size - tail_length)
+    tail = fp.read(tail_length)
+    at = tail.rfind(zipfile.stringEndArchive)
+    if at < 0 or len(tail) - at < zipfile.sizeEndCentDir:
+        return
+    # the fields: signature, 4 disk and entry counts, the directory's size, its offset...
+    directory = struct.unpack(zipfile.structEndArchive, tail[at : at + zipfile.sizeEndCentDir])[5]
+    records_length = _ZIP64_END.size + _ZIP64_LOCATOR.size
+    if at >= records_length:  # already read (a zip inside a zip is not read twice)
+        records = tail[at - records_length : at]
+    elif size - tail_length + at >= records_length:
+        fp.seek(size - tail_length + at - records_length)
+        records = fp.read(records_length)
+    else:
+        records = b""
+    if records[_ZIP64_END.size :].startswith(zipfile.stringEndArchive64Locator) and records[
+        : _ZIP64_END.size
+    ].startswith(zipfile.stringEndArchive64):
+        # signature, record size, 2 versions, 2 disks, 2 entry counts, size, offset
+        directory = _ZIP64_END.unpack(records[: _ZIP64_END.size])[8]
+    if directory > min(size, MAX_CENTRAL_DIRECTORY):
+        raise IntegrityError(
+            f"the zip announces a table of contents of {directory} bytes "
+            f"(the zip holds {size}; at most {MAX_CENTRAL_DIRECTORY} are read)"
+        )
+
+
 def is_mbox(name: str) -> bool:
     return name.lower().endswith(".mbox")
 
@@ -379,14 +443,17 @@ def is_mbox(name: str) -> bool:
 def iter_members(
     base: RemoteZipFile,
     fp=None,
-    origin: int = 0,
+    origin: Optional[int] = 0,
     prefix: str = "",
+    size: Optional[int] = None,
 ) -> Iterator[tuple]:
     """(member path, opener) for every mbox in the zip, zips inside it included, in
     file order. `opener()` returns a file object of the member's inflated bytes; a
     member whose opener is not called is passed over (its bytes still hashed).
-    `origin`: where `fp` begins in the object, when it is a zip stored in a zip."""
+    `origin`: where `fp` begins in the object, when it is a zip stored in a zip;
+    `size`: the length of `fp` (by default the object's)."""
     fp = base if fp is None else fp
+    check_central_directory(fp, base.size if size is None else size)
     with zipfile.ZipFile(fp) as archive:
         for info in sorted(archive.infolist(), key=lambda item: item.header_offset):
             path = prefix + info.filename
@@ -398,12 +465,14 @@ def iter_members(
                 if info.compress_type == zipfile.ZIP_STORED and origin is not None:
                     start = _data_offset(fp, info)
                     window = _Window(base, origin + start, info.compress_size)
-                    yield from iter_members(base, window, origin + start, path + "/")
+                    yield from iter_members(
+                        base, window, origin + start, path + "/", info.compress_size
+                    )
                 else:
                     # a compressed zip inside the zip: zipfile seeks in the inflated
                     # stream (re-reading it); offsets in it are not the object's
                     with archive.open(info) as inner:
-                        yield from iter_members(base, inner, None, path + "/")
+                        yield from iter_members(base, inner, None, path + "/", info.file_size)
                 continue
             if is_mbox(info.filename):
                 yield path, (lambda info=info: archive.open(info))

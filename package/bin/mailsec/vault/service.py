@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional
 
 import requests
 
-from mailsec.core.google_auth import ServiceAccount, TokenProvider
+from mailsec.core.google_auth import AuthError, ServiceAccount, TokenProvider
 from mailsec.core.mailbox.files import settled
 from mailsec.core.mailbox.lifecycle import Lifecycle
 from mailsec.core.mailbox.params import user_name
@@ -51,6 +51,8 @@ DELETED_AFTER = timedelta(days=15)  # Google deletes an export 15 days after cre
 WARN_BEFORE = timedelta(days=3)
 MAX_FILE_ATTEMPTS = 3
 MAX_WINDOW_RETRIES = 3
+# runs that find a COMPLETED export listing no zip before it is taken as broken
+NO_ZIP_POLLS = 3
 DAY = "%Y-%m-%d"
 
 
@@ -232,7 +234,7 @@ class VaultExportService(MailboxWatcher):
             found = next(
                 (e for e in self.api.list_exports(self.matter) if e.name == pending["name"]), None
             )
-        except (ApiError, requests.RequestException) as error:
+        except (ApiError, requests.RequestException, AuthError) as error:
             self.log.error(
                 "cannot settle export %r of an interrupted run: %s; no export is "
                 "requested in this run",
@@ -303,6 +305,15 @@ class VaultExportService(MailboxWatcher):
         }
         try:
             created = self.api.create_export(self.matter, body)
+        except AuthError as error:
+            # no token, so nothing was sent (a 401 answer created nothing either)
+            self.slots.release(slot)
+            self.state.pop("creating", None)
+            self._save()
+            self.log.error(
+                "window %s..%s of %s is requested on a later run: %s", begin, end, user, error
+            )
+            return False
         except requests.RequestException as error:
             # sent, and maybe created: `creating` stays; the next run looks for the
             # export by name before asking for the window again
@@ -390,7 +401,7 @@ class VaultExportService(MailboxWatcher):
             except NotFound:
                 self._gone(request)
                 continue
-            except (ApiError, requests.RequestException) as error:
+            except (ApiError, requests.RequestException, AuthError) as error:
                 self.log.error("status of export_id=%s failed: %s", export_id, describe(error))
                 continue
             self._on_status(request, current)
@@ -424,12 +435,20 @@ class VaultExportService(MailboxWatcher):
         self._maybe_warn(request)
 
     def _failed(self, request: dict) -> None:
+        self._request_again(
+            request, "FAILED", "Google reports the export failed (status FAILED)", "status FAILED"
+        )
+
+    def _request_again(self, request: dict, detail: Any, problem: str, reason: str) -> None:
+        """The export cannot give the window's mail: an `error` event, the window is
+        requested again (up to MAX_WINDOW_RETRIES times, then given up), and the
+        export forgotten (not deleted)."""
         retry = self.windows.redo(
             request["user"], request["begin"], request["end"], request.get("retries", 0)
         )
         self._emit_error(
-            "FAILED",
-            "Google reports the export failed (status FAILED); "
+            detail,
+            f"{problem}; "
             + ("the window is requested again" if retry else "the window is given up"),
             request,
         )
@@ -439,13 +458,16 @@ class VaultExportService(MailboxWatcher):
                 request["begin"],
                 request["end"],
                 MAX_WINDOW_RETRIES + 1,
-                "status FAILED",
+                reason,
                 request["id"],
             )
         self._forget(request)
 
     def _gone(self, request: dict) -> None:
-        """404: Google deleted the export (15 days after creation), or someone did."""
+        """404: Google deleted the export (15 days after creation), or someone did.
+        Unless every zip was processed, the window is requested again: what was
+        already written is written again under the new export's id
+        (docs/vault_export.md, "Behaviour on errors")."""
         self.slots.release(request.pop("slot", None))
         written = sum(
             member.get("written", 0)
@@ -454,10 +476,19 @@ class VaultExportService(MailboxWatcher):
         )
         request["status"] = "DELETED"
         self.lifecycle.emit(self.lifecycle.event("expired", request, None, messages=written))
-        if not written:
-            self.windows.redo(
+        if not _processed(request):
+            retry = self.windows.redo(
                 request["user"], request["begin"], request["end"], request.get("retries", 0)
             )
+            if retry is None:
+                self.lifecycle.window_given_up(
+                    request["user"],
+                    request["begin"],
+                    request["end"],
+                    MAX_WINDOW_RETRIES + 1,
+                    "deleted before it was processed",
+                    request["id"],
+                )
         self._forget(request)
 
     def _forget(self, request: dict) -> None:
@@ -505,6 +536,10 @@ class VaultExportService(MailboxWatcher):
             )
             request["others_logged"] = True
         request["number_of_files"] = len(zips)
+        if not zips:
+            self._no_zip(request, current)
+            return
+        request.pop("no_zip_polls", None)
         entries = request["files"]
         for item in zips:
             entry = entries.setdefault(item.name, {"attempts": 0, "members": {}})
@@ -520,6 +555,43 @@ class VaultExportService(MailboxWatcher):
             else:
                 self._forget(request)
 
+    def _no_zip(self, request: dict, current: Export) -> None:
+        """COMPLETED, yet no zip listed (no cloudStorageSink, or no `.zip` object):
+        not ready to read. Polled again on the next runs; after NO_ZIP_POLLS of them,
+        the window is requested again, unless Vault counts no message in it. Never
+        deleted: the files may still come."""
+        polls = request.get("no_zip_polls", 0) + 1
+        request["no_zip_polls"] = polls
+        exported = current.stats.get("exportedArtifactCount")
+        total = current.stats.get("totalArtifactCount")
+        if polls < NO_ZIP_POLLS:
+            self._save()
+            self.log.warning(
+                "export_id=%s is COMPLETED but lists no zip file (poll %d of %d): "
+                "polled again on the next run",
+                request["id"],
+                polls,
+                NO_ZIP_POLLS,
+            )
+        elif exported == 0 and total == 0:
+            # a day without mail: there is nothing to read
+            self.log.info(
+                "export_id=%s is COMPLETED with no message and no zip: window %s..%s of %s "
+                "holds no mail",
+                request["id"],
+                request["begin"],
+                request["end"],
+                request["user"],
+            )
+            self._forget(request)
+        else:
+            self._request_again(
+                request,
+                ("no_zip", polls),
+                f"the export is COMPLETED but lists no zip file after {polls} polls",
+                "no zip listed",
+            )
+
     def _export_time(self, request: dict) -> datetime:
         return self._created_at(request) or self._now()
 
@@ -529,7 +601,7 @@ class VaultExportService(MailboxWatcher):
             self.api.delete_export(self.matter, request["id"])
         except NotFound:
             pass  # already gone
-        except (ApiError, requests.RequestException) as error:
+        except (ApiError, requests.RequestException, AuthError) as error:
             self.log.error(
                 "delete of export_id=%s failed: %s; the next run tries again",
                 request["id"],
@@ -557,3 +629,11 @@ class VaultExportService(MailboxWatcher):
             mine,
             self.slots.limit,
         )
+
+
+def _processed(request: dict) -> bool:
+    """Every zip of the export listed and read to its end."""
+    files = request["files"].values()
+    return bool(request.get("number_of_files")) and (
+        len(files) >= request["number_of_files"] and all(entry.get("done") for entry in files)
+    )

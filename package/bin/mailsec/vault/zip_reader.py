@@ -24,6 +24,7 @@ from typing import Callable
 
 import requests
 
+from mailsec.core.google_auth import AuthError
 from mailsec.core.http import HttpClient
 from mailsec.core.mailbox.files import FileIndexer, new_entry, settled
 from mailsec.core.mailbox.lifecycle import Lifecycle
@@ -37,9 +38,9 @@ from mailsec.vault.remote_zip import (
     iter_members,
 )
 
-# what a damaged or cut-off archive raises out of zipfile and zlib
+# what a damaged archive raises out of zipfile and zlib: the file's own failure,
+# counted against its attempts
 ARCHIVE_ERRORS = (
-    TransferError,
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
     zlib.error,
@@ -51,6 +52,10 @@ ARCHIVE_ERRORS = (
     ValueError,
     OSError,
 )
+# the way to the file failed (storage unreachable or refusing, a token refused, a
+# transfer that could not be resumed): tried again on every run, never given up
+# (docs/vault_export.md, "Behaviour on errors")
+TRANSFER_ERRORS = (TransferError, AuthError, requests.RequestException)  # before OSError
 
 
 def describe(error: BaseException) -> str:
@@ -83,7 +88,8 @@ class ZipReader:
 
     def read(self, request: dict, item: ExportFile, entry: dict, export_time: datetime) -> None:
         """Index every message of the zip not yet written; then `downloaded`, and the
-        entry is done. A failure is an `error` event (counted: 3 attempts)."""
+        entry is done. A failure is an `error` event: counted (3 attempts) when the
+        file is damaged, not counted when the transfer failed."""
         label = item.name.rsplit("/", 1)[-1]
         files = self._files
         if item.size is None or not item.bucket or not item.name:
@@ -98,6 +104,8 @@ class ZipReader:
             self._api.auth_headers,
             self._stop,
             stream_http=self._stream_http,
+            stream_headers=lambda: self._api.auth_headers(self._stream_http),
+            unauthorized=self._api.token_refused,
         )
         try:
             for path, opener in iter_members(remote):
@@ -124,8 +132,11 @@ class ZipReader:
             entry["members"] = {}
             files.error(request, label, entry, f"integrity: {error}", counted=True)
             return
+        except TRANSFER_ERRORS as error:
+            files.error(request, label, entry, f"download: {describe(error)}")
+            return
         except ARCHIVE_ERRORS as error:
-            files.error(request, label, entry, f"download: {describe(error)}", counted=True)
+            files.error(request, label, entry, f"archive: {describe(error)}", counted=True)
             return
         finally:
             remote.close()
