@@ -9,6 +9,7 @@ import shutil
 import stat
 import tempfile
 import threading
+import zlib
 from datetime import datetime, timezone
 
 import pytest
@@ -185,22 +186,29 @@ def hanging_gpg_dir(tmp_path):
     script = folder / "gpg"
     script.write_text(
         "#!/bin/sh\n"
-        'for arg in "$@"; do [ "$arg" = "--decrypt" ] && exec sleep 3600; done\n'
+        f'for arg in "$@"; do [ "$arg" = "--decrypt" ] && exec sleep {_sleep_time(folder)}; done\n'
         f'exec {shutil.which("gpg")} "$@"\n'
     )
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return folder
 
 
-def sleepers() -> set:
-    """PIDs of `sleep 3600` processes of this user (the hung gpg)."""
+def _sleep_time(folder) -> str:
+    # an hour, with a fraction that names the fixture: the end-to-end runs of the
+    # Python matrix go side by side, each with its own hung gpg
+    return f"3600.{zlib.crc32(str(folder).encode())}"
+
+
+def sleepers(folder) -> set:
+    """PIDs of the `sleep` processes that the hung gpg of `hanging_gpg_dir` became."""
+    wanted = b"sleep\x00" + _sleep_time(folder).encode() + b"\x00"
     found = set()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                if cmdline.read() == b"sleep\x003600\x00":
+                if cmdline.read() == wanted:
                     found.add(int(pid))
         except OSError:
             continue

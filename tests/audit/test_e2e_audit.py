@@ -187,7 +187,7 @@ def test_sigterm_stops_the_script_while_gpg_hangs(
     """splunkd sends SIGTERM when the input is disabled or splunkd stops: the input
     must end promptly (and take its gpg with it), not wait on gpg for ever."""
     configure(splunkd, live_sim, pgp_keys, secret_scan)
-    before = sleepers()
+    before = sleepers(hanging_gpg_dir)
 
     def downloaded(events) -> bool:
         return any(e.sourcetype == EXPORT and '"downloaded"' in e.data for e in events)
@@ -211,5 +211,5 @@ def test_sigterm_stops_the_script_while_gpg_hangs(
     assert result.killed and result.returncode == 0, result.stderr[-2000:]
     assert time.monotonic() - started < 60
     assert not result.orphaned_children
-    assert sleepers() - before == set()
+    assert sleepers(hanging_gpg_dir) - before == set()
     assert "gnupg" not in result.stderr  # killing gpg is not a library warning on stderr

@@ -20,7 +20,7 @@ def _encrypted_file(tmp_path) -> str:
 
 
 def test_a_silent_gpg_is_timed_out_and_killed(tmp_path, hanging_gpg_dir, pgp_keys, workdir):
-    before = sleepers()
+    before = sleepers(hanging_gpg_dir)
     with GnupgSession(
         pgp_keys[1], PASSPHRASE, workdir, gpgbinary=str(hanging_gpg_dir / "gpg")
     ) as session:
@@ -29,11 +29,11 @@ def test_a_silent_gpg_is_timed_out_and_killed(tmp_path, hanging_gpg_dir, pgp_key
             for _ in session.decrypt_chunks(_encrypted_file(tmp_path), idle_timeout=1.0):
                 pass
         assert time.monotonic() - started < 10
-    assert sleepers() - before == set()  # the hung gpg is gone
+    assert sleepers(hanging_gpg_dir) - before == set()  # the hung gpg is gone
 
 
 def test_the_stop_flag_ends_the_wait_on_gpg(tmp_path, hanging_gpg_dir, pgp_keys, workdir):
-    before = sleepers()
+    before = sleepers(hanging_gpg_dir)
     stop = threading.Event()
     threading.Timer(1.0, stop.set).start()
     with GnupgSession(
@@ -44,4 +44,4 @@ def test_the_stop_flag_ends_the_wait_on_gpg(tmp_path, hanging_gpg_dir, pgp_keys,
             for _ in session.decrypt_chunks(_encrypted_file(tmp_path)):
                 pass
         assert time.monotonic() - started < 10
-    assert sleepers() - before == set()
+    assert sleepers(hanging_gpg_dir) - before == set()
