@@ -453,15 +453,18 @@ class VaultExportService(MailboxWatcher):
             request,
         )
         if retry is None:
-            self.lifecycle.window_given_up(
-                request["user"],
-                request["begin"],
-                request["end"],
-                MAX_WINDOW_RETRIES + 1,
-                reason,
-                request["id"],
-            )
+            self._given_up(request, reason)
         self._forget(request)
+
+    def _given_up(self, request: dict, reason: str) -> None:
+        self.lifecycle.window_given_up(
+            request["user"],
+            request["begin"],
+            request["end"],
+            MAX_WINDOW_RETRIES + 1,
+            reason,
+            request["id"],
+        )
 
     def _gone(self, request: dict) -> None:
         """404: Google deleted the export (15 days after creation), or someone did.
@@ -481,14 +484,7 @@ class VaultExportService(MailboxWatcher):
                 request["user"], request["begin"], request["end"], request.get("retries", 0)
             )
             if retry is None:
-                self.lifecycle.window_given_up(
-                    request["user"],
-                    request["begin"],
-                    request["end"],
-                    MAX_WINDOW_RETRIES + 1,
-                    "deleted before it was processed",
-                    request["id"],
-                )
+                self._given_up(request, "deleted before it was processed")
         self._forget(request)
 
     def _forget(self, request: dict) -> None:
